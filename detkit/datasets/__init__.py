@@ -1,0 +1,4 @@
+"""Datasets, samplers and transforms."""
+from . import transforms
+
+__all__ = ['transforms']

@@ -1,0 +1,8 @@
+"""Small reusable layers: conv blocks, norm/activation builders, NMS."""
+from .conv_module import (ConvModule, DepthwiseSeparableConvModule,
+                          build_activation_layer, build_norm_layer)
+
+__all__ = [
+    'ConvModule', 'DepthwiseSeparableConvModule', 'build_norm_layer',
+    'build_activation_layer'
+]
