@@ -1,1 +1,6 @@
-"""(filled in as components land)"""
+"""Backbones: image (B, 3, H, W) -> tuple of feature maps, fine to coarse."""
+from .mobilenet_v2 import MobileNetV2
+from .resnet import ResNet
+from .ssd_vgg import SSDVGG
+
+__all__ = ['ResNet', 'SSDVGG', 'MobileNetV2']
