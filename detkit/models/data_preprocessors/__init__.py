@@ -1,1 +1,4 @@
-"""(filled in as components land)"""
+"""Data preprocessors: turn collated samples into a model-ready batch."""
+from .data_preprocessor import DetDataPreprocessor
+
+__all__ = ['DetDataPreprocessor']
