@@ -1,1 +1,24 @@
-"""(filled in as components land)"""
+"""Engine: the runner, checkpoint safety, CPU distributed helpers, hooks.
+
+Importing this package registers :class:`DetRunner`, detkit's hooks and the
+safe checkpoint loaders (which replace mmengine's for local files, http(s),
+``torchvision://`` and ``open-mmlab://``).
+"""
+from . import checkpoint_loaders  # noqa: F401  (registers safe loaders)
+from .checkpoint import (LoadReport, NeutralisedObjectsWarning, atomic_write,
+                         load_checkpoint, load_checkpoint_file,
+                         load_model_weights, load_state_dict,
+                         save_checkpoint_file)
+from .hooks import BrokenImageReportHook, DetCheckpointHook
+from .message_hub_state import message_hub_from_plain, message_hub_to_plain
+from .plain_data import to_plain
+from .runner import DetRunner
+from .safe_unpickler import NeutralisedObject, RestrictedPickleModule
+
+__all__ = [
+    'DetRunner', 'DetCheckpointHook', 'BrokenImageReportHook',
+    'load_checkpoint', 'load_checkpoint_file', 'load_model_weights',
+    'load_state_dict', 'save_checkpoint_file', 'atomic_write', 'to_plain',
+    'LoadReport', 'NeutralisedObjectsWarning', 'NeutralisedObject',
+    'RestrictedPickleModule', 'message_hub_to_plain', 'message_hub_from_plain'
+]

@@ -1,0 +1,269 @@
+"""Checkpoint files: safe loading, atomic saving, plain data, weight loading.
+
+detkit's rule (DESIGN.md, "Checkpoints"): a checkpoint holds only tensors
+and plain Python data, so ``torch.load(weights_only=True)`` reads it; a file
+from elsewhere goes through a restricted unpickler that never calls what the
+file names; and a write never leaves a truncated file under the final name.
+
+- :func:`load_checkpoint_file` reads any checkpoint file safely.
+- :func:`save_checkpoint_file` writes one atomically (temp file in the same
+  directory, fsync, rename).
+- :func:`load_checkpoint` / :func:`load_state_dict` put weights into a
+  model and report missing, unexpected and shape-mismatched keys by name.
+"""
+import collections
+import logging
+import os
+import os.path as osp
+import pickle
+import re
+import uuid
+import warnings
+
+import torch
+from mmengine.logging import print_log
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from .plain_data import to_plain
+from .safe_unpickler import RestrictedPickleModule
+
+
+class NeutralisedObjectsWarning(UserWarning):
+    """A checkpoint held objects that were replaced by inert placeholders."""
+
+
+def load_checkpoint_file(path, map_location='cpu'):
+    """Load a checkpoint file without ever running code from it.
+
+    Tries ``torch.load(weights_only=True)``; when torch refuses (files from
+    mmdetection's model zoo carry mmengine objects such as
+    ``HistoryBuffer``), reloads through
+    :class:`~detkit.engine.safe_unpickler.RestrictedPickleModule`, which
+    rebuilds tensors and plain containers and replaces every other object by
+    an inert placeholder, and warns once naming what was replaced.
+
+    Args:
+        path (str): local checkpoint path.
+        map_location: as for :func:`torch.load`.
+
+    Returns:
+        dict: the checkpoint (or bare state_dict) as stored.
+    """
+    path = osp.expanduser(str(path))
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'Checkpoint file {path!r} does not exist. Check the path given '
+            'as load_from, --resume, the CHECKPOINT argument or an '
+            'init_cfg checkpoint.')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        pass  # holds non-plain objects: fall through to the restricted load
+    module = RestrictedPickleModule()
+    checkpoint = torch.load(
+        path, map_location=map_location, weights_only=False,
+        pickle_module=module)
+    if module.neutralised:
+        warnings.warn(
+            f'Checkpoint {path} holds objects that are not tensors or plain '
+            'data; they were replaced by inert placeholders and never run: '
+            f'{", ".join(sorted(module.neutralised))}. Weights and plain '
+            'metadata are unaffected.',
+            NeutralisedObjectsWarning,
+            stacklevel=2)
+    return checkpoint
+
+
+def atomic_write(path, write):
+    """Write a file so that ``path`` is either its old or its complete new
+    content, never a truncated one.
+
+    ``write(f)`` fills a temporary file in the same directory (same file
+    system, so the rename is atomic); it is flushed, fsynced and renamed over
+    ``path``, and the directory entry is fsynced. On an error the temporary
+    file is removed and the error re-raised.
+    """
+    path = osp.abspath(path)
+    directory = osp.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = osp.join(directory,
+                   f'.{osp.basename(path)}.{uuid.uuid4().hex[:8]}.tmp')
+    # O_EXCL: never write into someone else's file; mode 0o666 lets the
+    # umask give the file the permissions a plain open() would.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:  # make the rename itself durable; not possible on every OS
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint_file(checkpoint, path):
+    """Save ``checkpoint`` to the local ``path`` atomically, as plain data.
+
+    Anything :func:`to_plain` cannot represent is dropped with a warning
+    naming where it was, so the file always loads with ``weights_only``.
+    """
+    dropped = []
+    checkpoint = to_plain(checkpoint, 'checkpoint', dropped)
+    if dropped:
+        print_log(
+            f'Saving {path}: dropped values that are not plain data: '
+            f'{"; ".join(dropped)}',
+            logger='current',
+            level=logging.WARNING)
+    atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+
+def _get_state_dict(checkpoint, filename):
+    if not isinstance(checkpoint, dict):
+        raise RuntimeError(
+            f'{filename} holds a {type(checkpoint).__name__}, not a '
+            'checkpoint dict or a state_dict.')
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    if not isinstance(state_dict, dict):
+        raise RuntimeError(f"{filename}: 'state_dict' is a "
+                           f'{type(state_dict).__name__}, not a dict.')
+    return state_dict
+
+
+class LoadReport(
+        collections.namedtuple('LoadReport',
+                               ['missing', 'unexpected', 'mismatched'])):
+    """Keys that did not load: ``missing`` and ``unexpected`` are lists of
+    names, ``mismatched`` a list of ``(name, checkpoint_shape,
+    model_shape)``."""
+
+    def __bool__(self):
+        return bool(self.missing or self.unexpected or self.mismatched)
+
+    def __str__(self):
+        lines = []
+        if self.missing:
+            lines.append('missing keys in the checkpoint (left as '
+                         f'initialised): {", ".join(self.missing)}')
+        if self.unexpected:
+            lines.append('unexpected keys in the checkpoint (ignored): '
+                         f'{", ".join(self.unexpected)}')
+        if self.mismatched:
+            shapes = ', '.join(
+                f'{name} (checkpoint {tuple(ckpt)}, model {tuple(model)})'
+                for name, ckpt, model in self.mismatched)
+            lines.append(f'shape mismatches (left as initialised): {shapes}')
+        return '\n'.join(lines) or 'all keys matched'
+
+
+def load_state_dict(module, state_dict, strict=False, logger=None):
+    """Load ``state_dict`` into ``module`` (unwrapped from DDP), keeping
+    what matches.
+
+    Unlike ``nn.Module.load_state_dict`` a shape mismatch does not abort
+    the load: the tensor is skipped and reported with both shapes. With
+    ``strict=True`` any missing, unexpected or mismatched key raises a
+    RuntimeError listing all of them, and the module is left untouched.
+
+    Returns:
+        LoadReport: what did not load.
+    """
+    module = getattr(module, 'module', module)
+    own = module.state_dict()
+    matched = collections.OrderedDict()
+    mismatched, unexpected = [], []
+    for name, value in state_dict.items():
+        if name not in own:
+            unexpected.append(name)
+        elif (isinstance(value, torch.Tensor)
+              and value.shape != own[name].shape):
+            mismatched.append((name, tuple(value.shape),
+                               tuple(own[name].shape)))
+        else:
+            matched[name] = value
+    missing = [name for name in own if name not in state_dict]
+    report = LoadReport(missing, unexpected, mismatched)
+    if strict and report:
+        raise RuntimeError(
+            f'Error loading a state_dict into {type(module).__name__} '
+            f'(strict=True):\n{report}')
+    metadata = getattr(state_dict, '_metadata', None)
+    if metadata is not None:
+        matched._metadata = metadata
+    module.load_state_dict(matched, strict=False)
+    if report:
+        print_log(f'While loading a state_dict into {type(module).__name__}'
+                  f':\n{report}', logger=logger or 'current',
+                  level=logging.WARNING)
+    return report
+
+
+def load_checkpoint(model,
+                    filename,
+                    map_location='cpu',
+                    strict=False,
+                    logger=None,
+                    revise_keys=[(r'^module\.', '')]):
+    """Load weights from ``filename`` into ``model``.
+
+    ``filename`` is a local path or any scheme mmengine's CheckpointLoader
+    knows (``https://``, ``torchvision://``, ``open-mmlab://``...); detkit
+    registers safe loaders for those (see :mod:`.checkpoint_loaders`). The
+    file may be a full checkpoint (``{'state_dict': ..., 'meta': ...}``) or
+    a bare state_dict. See :func:`load_model_weights` for the rest.
+
+    Returns:
+        dict: the loaded checkpoint.
+    """
+    checkpoint = CheckpointLoader.load_checkpoint(
+        filename, map_location, logger=logger or 'current')
+    load_model_weights(model, checkpoint, strict=strict, logger=logger,
+                       revise_keys=revise_keys, source=filename)
+    return checkpoint
+
+
+def load_model_weights(model,
+                       checkpoint,
+                       strict=False,
+                       logger=None,
+                       revise_keys=[(r'^module\.', '')],
+                       source='checkpoint'):
+    """Put a loaded checkpoint's weights into ``model``.
+
+    ``checkpoint`` is a full checkpoint (weights under ``'state_dict'``) or a
+    bare state_dict. ``revise_keys`` is a list of ``(pattern, replacement)``
+    regular expressions applied to every key (by default DDP's ``module.``
+    prefix is stripped). Mismatches are reported as by
+    :func:`load_state_dict`; ``strict=True`` raises on any.
+
+    Returns:
+        LoadReport: what did not load.
+    """
+    state_dict = _get_state_dict(checkpoint, source)
+    revised = _revise(state_dict, revise_keys)
+    metadata = getattr(state_dict, '_metadata', None)
+    if metadata is not None:
+        # Module versions are keyed by the same prefixes as the weights.
+        revised._metadata = _revise(metadata, revise_keys)
+    return load_state_dict(model, revised, strict=strict, logger=logger)
+
+
+def _revise(mapping, revise_keys):
+    revised = collections.OrderedDict()
+    for key, value in mapping.items():
+        for pattern, replacement in revise_keys:
+            key = re.sub(pattern, replacement, key)
+        revised[key] = value
+    return revised

@@ -1,0 +1,208 @@
+"""DetRunner: mmengine's Runner with safe, plain, atomic checkpoints and
+CPU distributed training.
+
+What changes against ``mmengine.runner.Runner`` (everything else, including
+``from_cfg`` and the config keys, is mmengine's):
+
+- :meth:`save_checkpoint` stores plain data only (the message hub's
+  ``HistoryBuffer`` objects as lists, see :mod:`.message_hub_state`), so the
+  file loads with ``torch.load(weights_only=True)``, and writes it
+  atomically.
+- :meth:`load_checkpoint` (used by ``load_from`` and ``resume``) reads files
+  through detkit's safe loaders, rebuilds the message hub before mmengine's
+  ``resume`` uses it, reduces everything else to plain data (so objects a
+  foreign file held never reach the optimizer or schedulers), and reports
+  missing / unexpected / shape-mismatched weights by name.
+- With ``launcher='pytorch'`` or ``'slurm'`` and no CUDA (or
+  ``env_cfg.dist_cfg.backend='gloo'``), the process group is gloo and the
+  model is wrapped in DDP with ``device_ids=None`` (see :mod:`.dist`).
+"""
+import time
+
+import mmengine
+from mmengine.device import get_device
+from mmengine.dist import is_distributed, master_only
+from mmengine.fileio import LocalBackend, get_file_backend, join_path
+from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import (_load_checkpoint, save_checkpoint,
+                                        weights_to_cpu)
+from mmengine.utils import apply_to, get_git_hash
+
+from detkit.registry import RUNNERS
+from .checkpoint import load_model_weights, save_checkpoint_file
+from .dist import init_gloo_dist, use_gloo, wrap_ddp_without_device_ids
+from .message_hub_state import message_hub_from_plain, message_hub_to_plain
+from .plain_data import to_plain
+
+
+def _to_cpu(data):
+    return apply_to(data, lambda x: hasattr(x, 'cpu'), lambda x: x.cpu())
+
+
+@RUNNERS.register_module()
+class DetRunner(Runner):
+    """mmengine's Runner for detkit; takes exactly the same arguments."""
+
+    def setup_env(self, env_cfg):
+        """Initialise gloo ourselves when mmengine's CUDA-only path would
+        fail; mmengine's ``setup_env`` then finds the group initialised."""
+        self._gloo = self.distributed and use_gloo(self.launcher, env_cfg)
+        if self._gloo and not is_distributed():
+            dist_cfg = dict(env_cfg.get('dist_cfg', {}))
+            dist_cfg.pop('backend', None)
+            init_gloo_dist(self.launcher, **dist_cfg)
+        super().setup_env(env_cfg)
+
+    def wrap_model(self, model_wrapper_cfg, model):
+        """DDP without ``device_ids`` for gloo; mmengine's wrapping
+        otherwise."""
+        if not self._gloo or is_model_wrapper(model):
+            return super().wrap_model(model_wrapper_cfg, model)
+        return wrap_ddp_without_device_ids(
+            model.to(get_device()),
+            model_wrapper_cfg=model_wrapper_cfg,
+            sync_bn=self.cfg.get('sync_bn', None),
+            find_unused_parameters=self.cfg.get('find_unused_parameters',
+                                                False))
+
+    @master_only
+    def save_checkpoint(self,
+                        out_dir,
+                        filename,
+                        file_client_args=None,
+                        save_optimizer=True,
+                        save_param_scheduler=True,
+                        meta=None,
+                        by_epoch=True,
+                        backend_args=None):
+        """Save ``meta``, weights, message hub, optimizer and scheduler
+        states (mmengine's checkpoint layout) as plain data.
+
+        Same arguments as ``Runner.save_checkpoint``. Local files are
+        written atomically; other backends get mmengine's writer.
+        """
+        if meta is None:
+            meta = {}
+        elif not isinstance(meta, dict):
+            raise TypeError(f'meta must be a dict or None, got {type(meta)}')
+        # CheckpointHook saves at the end of an epoch/iteration, before the
+        # loop increments its counter: record the completed count.
+        meta.setdefault('epoch', self.epoch + 1 if by_epoch else self.epoch)
+        meta.setdefault('iter', self.iter if by_epoch else self.iter + 1)
+        meta.update(
+            cfg=self.cfg.pretty_text,
+            seed=self.seed,
+            experiment_name=self.experiment_name,
+            time=time.strftime('%Y%m%d_%H%M%S', time.localtime()),
+            mmengine_version=mmengine.__version__ + get_git_hash())
+        dataset = self.train_dataloader.dataset
+        if hasattr(dataset, 'metainfo'):
+            meta.update(dataset_meta=dataset.metainfo)
+
+        model = self.model.module if is_model_wrapper(
+            self.model) else self.model
+        checkpoint = dict(
+            meta=meta,
+            state_dict=weights_to_cpu(model.state_dict()),
+            message_hub=_to_cpu(self.message_hub.state_dict()))
+        if save_optimizer:
+            if not isinstance(self.optim_wrapper, OptimWrapper):
+                raise TypeError(
+                    'save_optimizer=True needs runner.optim_wrapper to be an '
+                    f'OptimWrapper or OptimWrapperDict, got '
+                    f'{type(self.optim_wrapper)}.')
+            checkpoint['optimizer'] = _to_cpu(self.optim_wrapper.state_dict())
+        if save_param_scheduler and self.param_schedulers is None:
+            self.logger.warning('save_param_scheduler=True but there are no '
+                                'param_schedulers; not saving any.')
+            save_param_scheduler = False
+        if save_param_scheduler:
+            checkpoint['param_schedulers'] = self._scheduler_states()
+
+        self.call_hook('before_save_checkpoint', checkpoint=checkpoint)
+        checkpoint['message_hub'], dropped = message_hub_to_plain(
+            checkpoint['message_hub'])
+        checkpoint = to_plain(checkpoint, 'checkpoint', dropped)
+        self._report_dropped(dropped)
+
+        if file_client_args is not None:
+            # Deprecated mmengine argument: let mmengine resolve it.
+            save_checkpoint(checkpoint, join_path(out_dir, filename),
+                            file_client_args=file_client_args)
+            return
+        filepath = join_path(out_dir, filename, backend_args=backend_args)
+        backend = get_file_backend(filepath, backend_args=backend_args)
+        if isinstance(backend, LocalBackend):
+            save_checkpoint_file(checkpoint, filepath)
+        else:
+            save_checkpoint(checkpoint, filepath, backend_args=backend_args)
+
+    def _scheduler_states(self):
+        if isinstance(self.param_schedulers, dict):
+            return {
+                name: [s.state_dict() for s in schedulers]
+                for name, schedulers in self.param_schedulers.items()
+            }
+        return [s.state_dict() for s in self.param_schedulers]
+
+    def _report_dropped(self, dropped):
+        """Warn once per run and value about state that is not plain data
+        and so is not saved (a message-hub value mmengine recomputes, a
+        scheduler's bound method its constructor sets again)."""
+        reported = self.__dict__.setdefault('_reported_dropped', set())
+        new = [item for item in dropped if item not in reported]
+        if new:
+            reported.update(new)
+            self.logger.warning(
+                'Not saved in the checkpoint (not plain data, so '
+                f'torch.load(weights_only=True) would refuse it): {new}')
+
+    def load_checkpoint(self,
+                        filename,
+                        map_location='cpu',
+                        strict=False,
+                        revise_keys=[(r'^module\.', '')]):
+        """Load ``filename`` safely into the model; returns the checkpoint
+        in the form mmengine's ``resume`` expects.
+
+        Everything but the weights and the message hub is reduced to plain
+        data: placeholders for objects a foreign file held (a scheduler's
+        bound method, a ``ConfigDict`` in the meta) are dropped, so the
+        built components keep their own values for them.
+        """
+        checkpoint = _load_checkpoint(filename, map_location=map_location)
+        if not isinstance(checkpoint, dict):
+            raise RuntimeError(f'{filename} holds a '
+                               f'{type(checkpoint).__name__}, not a '
+                               'checkpoint dict.')
+        for key in list(checkpoint):
+            if key == 'state_dict':
+                continue
+            if key == 'message_hub' and isinstance(checkpoint[key], dict):
+                checkpoint[key] = message_hub_from_plain(checkpoint[key])
+                continue
+            dropped = []
+            checkpoint[key] = to_plain(checkpoint[key], key, dropped)
+            if dropped:
+                self.logger.warning(f'{filename}: not loaded (not plain '
+                                    f'data): {"; ".join(dropped)}')
+        if not isinstance(checkpoint.get('message_hub', {}), dict):
+            self.logger.warning(f'{filename}: the message hub is a '
+                                f'{type(checkpoint["message_hub"]).__name__}'
+                                ', not a state dict; log history is not '
+                                'resumed.')
+            checkpoint['message_hub'] = message_hub_from_plain({})
+
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        load_model_weights(
+            self.model,
+            checkpoint,
+            strict=strict,
+            logger=self.logger,
+            revise_keys=revise_keys,
+            source=filename)
+        self._has_loaded = True
+        self.logger.info(f'Load checkpoint from {filename}')
+        return checkpoint

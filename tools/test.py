@@ -1,0 +1,54 @@
+"""Test (evaluate) a detector checkpoint.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out out.pkl]
+        [--show] [--show-dir DIR] [--wait-time SECONDS]
+        [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+
+The config handling lives in detkit.engine.launch; this file only parses.
+"""
+import argparse
+
+from detkit.engine.launch import (add_common_args, add_dump_results,
+                                  apply_test_args, build_runner, load_config)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a '
+                                     'detector checkpoint')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file (path or URL)')
+    parser.add_argument(
+        '--out',
+        type=str,
+        help='dump the predictions of every image to this .pkl file')
+    parser.add_argument(
+        '--show', action='store_true', help='show the predictions')
+    parser.add_argument(
+        '--show-dir',
+        help='save images with drawn predictions to this directory (inside '
+        'the run\'s log directory)')
+    parser.add_argument(
+        '--wait-time', type=float, default=2,
+        help='seconds each image is shown with --show')
+    add_common_args(parser)
+    return parser, parser.parse_args(argv)
+
+
+def main(argv=None):
+    parser, args = parse_args(argv)
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        parser.error(f'--out {args.out}: the dump file must end with .pkl '
+                     'or .pickle')
+    try:
+        cfg = load_config(args.config, args)
+        cfg = apply_test_args(cfg, args)
+    except FileNotFoundError as err:
+        parser.error(str(err))
+    runner = build_runner(cfg)
+    if args.out is not None:
+        add_dump_results(runner, args.out)
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,54 @@
+"""Train a detector from a config file.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]]
+        [--amp] [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+        [--launcher {none,pytorch,slurm,mpi}]
+
+Several processes (CPU or GPU):
+    python -m torch.distributed.run --nproc_per_node 2 tools/train.py CONFIG \
+        --launcher pytorch
+
+The config handling lives in detkit.engine.launch; this file only parses.
+"""
+import argparse
+
+from detkit.engine.launch import (add_common_args, apply_train_args,
+                                  build_runner, load_config)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a detector')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from CHECKPOINT; without a path, from the latest '
+        'checkpoint in the work_dir')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        default=False,
+        help='mixed-precision training (AmpOptimWrapper, dynamic loss scale)')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the learning rate by the actual total batch size '
+        '(config auto_scale_lr.base_batch_size)')
+    add_common_args(parser)
+    return parser, parser.parse_args(argv)
+
+
+def main(argv=None):
+    parser, args = parse_args(argv)
+    try:
+        cfg = apply_train_args(load_config(args.config, args), args)
+    except FileNotFoundError as err:
+        parser.error(str(err))
+    runner = build_runner(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
