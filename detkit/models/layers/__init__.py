@@ -1,8 +1,9 @@
 """Small reusable layers: conv blocks, norm/activation builders, NMS."""
 from .conv_module import (ConvModule, DepthwiseSeparableConvModule,
                           build_activation_layer, build_norm_layer)
+from .nms import batched_nms, multiclass_nms, nms
 
 __all__ = [
     'ConvModule', 'DepthwiseSeparableConvModule', 'build_norm_layer',
-    'build_activation_layer'
+    'build_activation_layer', 'nms', 'batched_nms', 'multiclass_nms'
 ]

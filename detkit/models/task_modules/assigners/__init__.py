@@ -1,1 +1,6 @@
-"""(filled in as components land)"""
+"""Assigners and overlap calculators, registered in ``TASK_UTILS``."""
+from .assign_result import AssignResult
+from .iou2d_calculator import BboxOverlaps2D
+from .max_iou_assigner import MaxIoUAssigner
+
+__all__ = ['AssignResult', 'BboxOverlaps2D', 'MaxIoUAssigner']

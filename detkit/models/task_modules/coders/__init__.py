@@ -1,1 +1,4 @@
-"""(filled in as components land)"""
+"""Box coders, registered in ``TASK_UTILS``."""
+from .delta_xywh_bbox_coder import DeltaXYWHBBoxCoder
+
+__all__ = ['DeltaXYWHBBoxCoder']

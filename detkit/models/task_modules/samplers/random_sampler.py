@@ -1,0 +1,141 @@
+"""Sample a fixed number of priors per image, a fraction of them positive
+(RPN and the R-CNN stage; MMDET_SEMANTICS §4).
+
+The random draws are mmdetection's, call for call: for each image in batch
+order, if there are more positive candidates than wanted,
+``torch.randperm(num_candidates)[:k]`` on the CPU generator picks them;
+then the same for negatives. A seeded run therefore selects exactly the
+priors mmdetection selects.
+"""
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+from ....registry import TASK_UTILS
+from ..assigners.assign_result import AssignResult
+from .sampling_result import SamplingResult
+
+
+def _random_subset(mask: Tensor, num: int) -> Tensor:
+    """Keep ``num`` of the True entries of the 1-D ``mask``, chosen as
+    mmdetection's ``random_choice`` chooses them."""
+    candidates = mask.nonzero(as_tuple=True)[0]
+    perm = torch.randperm(candidates.numel())[:num].to(mask.device)
+    subset = torch.zeros_like(mask)
+    subset[candidates[perm]] = True
+    return subset
+
+
+@TASK_UTILS.register_module()
+class RandomSampler:
+    """Random positive / negative sampler.
+
+    Args:
+        num: priors sampled per image.
+        pos_fraction: at most ``int(num * pos_fraction)`` positives.
+        neg_pos_ub: negatives at most ``int(neg_pos_ub * max(1, #pos))``;
+            -1 for no bound.
+        add_gt_as_proposals: ``sample`` prepends the ground truths to the
+            priors as positives of themselves (R-CNN stage).
+    """
+
+    def __init__(self,
+                 num: int,
+                 pos_fraction: float,
+                 neg_pos_ub: float = -1,
+                 add_gt_as_proposals: bool = True):
+        if num < 0 or not 0 <= pos_fraction <= 1:
+            raise ValueError('RandomSampler: num must be >= 0 and '
+                             f'pos_fraction in [0, 1], got num={num}, '
+                             f'pos_fraction={pos_fraction}')
+        self.num = num
+        self.pos_fraction = pos_fraction
+        self.neg_pos_ub = neg_pos_ub
+        self.add_gt_as_proposals = add_gt_as_proposals
+
+    # --------------------------------------------------------------- batch
+    def sample_batch(self, assign_result: AssignResult
+                     ) -> Tuple[Tensor, Tensor]:
+        """Bool ``(pos_mask, neg_mask)`` shaped like ``gt_inds``
+        (``(B, N)`` for a batch); no ground truths are prepended."""
+        gt_inds = assign_result.gt_inds
+        batched = gt_inds.dim() == 2
+        if not batched:
+            gt_inds = gt_inds[None]
+        pos_mask, neg_mask = gt_inds > 0, gt_inds == 0
+        num_expected_pos = int(self.num * self.pos_fraction)
+        # One host sync for the counts; randperm runs only for images
+        # with more candidates than wanted, in mmdetection's order.
+        pos_counts = pos_mask.sum(1).tolist()
+        neg_counts = neg_mask.sum(1).tolist()
+        for img, (num_pos, num_neg) in enumerate(zip(pos_counts, neg_counts)):
+            if num_pos > num_expected_pos:
+                pos_mask[img] = _random_subset(pos_mask[img],
+                                               num_expected_pos)
+                num_pos = num_expected_pos
+            num_expected_neg = self.num - num_pos
+            if self.neg_pos_ub >= 0:
+                num_expected_neg = min(num_expected_neg,
+                                       int(self.neg_pos_ub * max(1, num_pos)))
+            if num_neg > num_expected_neg:
+                neg_mask[img] = _random_subset(neg_mask[img],
+                                               num_expected_neg)
+        if not batched:
+            return pos_mask[0], neg_mask[0]
+        return pos_mask, neg_mask
+
+    @staticmethod
+    def avg_factor(pos_mask: Tensor, neg_mask: Tensor) -> float:
+        """``sum over images of max(#pos, 1) + max(#neg, 1)``."""
+        pos = pos_mask.reshape(-1, pos_mask.size(-1)).sum(-1).clamp(min=1)
+        neg = neg_mask.reshape(-1, neg_mask.size(-1)).sum(-1).clamp(min=1)
+        return float((pos + neg).sum())
+
+    # ----------------------------------------------------------- one image
+    def sample(self, assign_result: AssignResult, pred_instances,
+               gt_instances, **kwargs) -> SamplingResult:
+        """mmdetection's single-image interface.
+
+        Args:
+            assign_result: single-image result over the priors; it is not
+                modified (mmdetection extends it in place).
+            pred_instances: ``.priors (N, 4)``.
+            gt_instances: ``.bboxes (G, 4)``, ``.labels (G,)``.
+
+        Returns:
+            :class:`SamplingResult`; with ``add_gt_as_proposals`` its
+            indices refer to ``[ground truths ; priors]``.
+        """
+        if assign_result.is_batched:
+            raise ValueError('RandomSampler.sample takes a single-image '
+                             'AssignResult; use sample_batch for a batch')
+        priors = pred_instances.priors
+        if priors.dim() < 2:
+            priors = priors[None, :]
+        gt_bboxes = gt_instances.bboxes
+        gt_flags = priors.new_zeros((priors.shape[0], ), dtype=torch.uint8)
+        if self.add_gt_as_proposals and len(gt_bboxes) > 0:
+            priors = torch.cat([gt_bboxes, priors[:, :gt_bboxes.size(-1)]])
+            assign_result = AssignResult(assign_result.num_gts,
+                                         assign_result.gt_inds,
+                                         assign_result.max_overlaps,
+                                         assign_result.labels)
+            assign_result.add_gt_(gt_instances.labels)
+            gt_flags = torch.cat([
+                gt_flags.new_ones(gt_bboxes.shape[0]), gt_flags])
+        pos_mask, neg_mask = self.sample_batch(assign_result)
+        return SamplingResult(
+            pos_inds=pos_mask.nonzero(as_tuple=True)[0],
+            neg_inds=neg_mask.nonzero(as_tuple=True)[0],
+            priors=priors,
+            gt_bboxes=gt_bboxes,
+            assign_result=assign_result,
+            gt_flags=gt_flags,
+            avg_factor_with_neg=True)
+
+    def __repr__(self) -> str:
+        return (f'RandomSampler(num={self.num}, '
+                f'pos_fraction={self.pos_fraction}, '
+                f'neg_pos_ub={self.neg_pos_ub}, '
+                f'add_gt_as_proposals={self.add_gt_as_proposals})')
