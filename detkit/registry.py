@@ -115,7 +115,8 @@ RUNNERS = _child('runner', MMENGINE_RUNNERS, ['detkit.engine'])
 RUNNER_CONSTRUCTORS = _child('runner constructor',
                              MMENGINE_RUNNER_CONSTRUCTORS, ['detkit.engine'])
 LOOPS = _child('loop', MMENGINE_LOOPS, ['detkit.engine'])
-HOOKS = _child('hook', MMENGINE_HOOKS, ['detkit.engine'])
+HOOKS = _child('hook', MMENGINE_HOOKS,
+               ['detkit.engine', 'detkit.visualization'])
 
 # Data.
 DATASETS = _child('dataset', MMENGINE_DATASETS, ['detkit.datasets'])

@@ -1,1 +1,5 @@
-"""(filled in as components land)"""
+"""High-level APIs: build a detector and run it on images."""
+from .inference import (build_test_pipeline, inference_detector,
+                        init_detector)
+
+__all__ = ['init_detector', 'inference_detector', 'build_test_pipeline']

@@ -17,13 +17,15 @@ Keys of the results dict that travels through a pipeline:
 """
 from .base import BaseTransform
 from .formatting import PackDetInputs
-from .loading import BrokenImageError, LoadAnnotations, LoadImageFromFile
+from .loading import (BrokenImageError, LoadAnnotations, LoadImageFromFile,
+                      LoadImageFromNDArray)
 from .photometric import PhotoMetricDistortion
 from .transforms import (Expand, MinIoURandomCrop, Pad, RandomChoiceResize,
                          RandomFlip, Resize)
 
 __all__ = [
     'BaseTransform', 'BrokenImageError', 'LoadImageFromFile',
+    'LoadImageFromNDArray',
     'LoadAnnotations', 'Resize', 'RandomChoiceResize', 'RandomFlip', 'Pad',
     'Expand', 'MinIoURandomCrop', 'PhotoMetricDistortion', 'PackDetInputs'
 ]

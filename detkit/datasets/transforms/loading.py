@@ -151,6 +151,30 @@ class LoadImageFromFile(BaseTransform):
 
 
 @TRANSFORMS.register_module()
+class LoadImageFromNDArray(LoadImageFromFile):
+    """Take an image already in memory (``results['img']``, an ``(H, W, 3)``
+    BGR uint8 array, as ``cv2.imread`` gives) instead of reading a file;
+    used by the inference APIs. ``img_path`` becomes None."""
+
+    def transform(self, results: dict) -> dict:
+        require_keys(results, ['img'], 'LoadImageFromNDArray')
+        img = results['img']
+        if not isinstance(img, np.ndarray) or img.ndim not in (2, 3):
+            raise TypeError('LoadImageFromNDArray expects an (H, W, 3) or '
+                            '(H, W) numpy array in results["img"], got '
+                            f'{type(img).__name__}')
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results['img'] = img
+        results.setdefault('img_path', None)
+        results['img_shape'] = img.shape[:2]
+        results['ori_shape'] = img.shape[:2]
+        return results
+
+
+@TRANSFORMS.register_module()
 class LoadAnnotations(BaseTransform):
     """Turn ``results['instances']`` into arrays.
 

@@ -1,5 +1,9 @@
 """detkit's hooks (registered in ``detkit.registry.HOOKS``)."""
 from .broken_image_report_hook import BrokenImageReportHook
 from .checkpoint_hook import DetCheckpointHook
+from .num_class_check_hook import NumClassCheckHook, check_num_classes
 
-__all__ = ['BrokenImageReportHook', 'DetCheckpointHook']
+__all__ = [
+    'BrokenImageReportHook', 'DetCheckpointHook', 'NumClassCheckHook',
+    'check_num_classes'
+]
