@@ -9,6 +9,7 @@ from .checkpoint import (LoadReport, NeutralisedObjectsWarning, atomic_write,
                          load_checkpoint, load_checkpoint_file,
                          load_model_weights, load_state_dict,
                          save_checkpoint_file)
+from .dist import DetDistributedDataParallel
 from .hooks import BrokenImageReportHook, DetCheckpointHook
 from .message_hub_state import message_hub_from_plain, message_hub_to_plain
 from .plain_data import to_plain
@@ -20,5 +21,6 @@ __all__ = [
     'load_checkpoint', 'load_checkpoint_file', 'load_model_weights',
     'load_state_dict', 'save_checkpoint_file', 'atomic_write', 'to_plain',
     'LoadReport', 'NeutralisedObjectsWarning', 'NeutralisedObject',
-    'RestrictedPickleModule', 'message_hub_to_plain', 'message_hub_from_plain'
+    'RestrictedPickleModule', 'message_hub_to_plain', 'message_hub_from_plain',
+    'DetDistributedDataParallel'
 ]

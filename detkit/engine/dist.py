@@ -7,17 +7,26 @@ mmengine 0.10.7's ``launcher='pytorch'`` / ``'slurm'`` always calls
 :func:`init_gloo_dist` before mmengine's ``setup_env`` (which then sees an
 initialised group and skips its own ``init_dist``) and wraps the model with
 :func:`wrap_ddp_without_device_ids`. With CUDA and nccl, mmengine's own
-path runs unchanged.
+path runs.
+
+On both paths the default wrapper is :class:`DetDistributedDataParallel`:
+mmengine's wrapper logs the losses of rank 0 alone and bypasses the
+detector's non-finite-loss guard; detkit's averages the logged values over
+the ranks and applies the guard on every rank alike.
 """
 import datetime
 import logging
 import os
 import subprocess
+import zlib
+from collections import OrderedDict
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.logging import print_log
-from mmengine.model import convert_sync_batchnorm, revert_sync_batchnorm
+from mmengine.model import (MMDistributedDataParallel,
+                            convert_sync_batchnorm, revert_sync_batchnorm)
+from mmengine.model.utils import detect_anomalous_params
 
 from detkit.registry import MODEL_WRAPPERS
 
@@ -110,27 +119,59 @@ def _first_slurm_host():
     return out.stdout.split()[0]
 
 
+def default_wrapper_cfg(find_unused_parameters=False):
+    """The model wrapper config used when a config sets no
+    ``model_wrapper_cfg``: mmengine's defaults with detkit's wrapper."""
+    return dict(
+        type='DetDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=find_unused_parameters)
+
+
+def scoped_wrapper_cfg(model_wrapper_cfg):
+    """``model_wrapper_cfg`` with a detkit wrapper's type written
+    ``'detkit.<name>'``: mmengine's ``Runner.wrap_model`` (the CUDA path)
+    looks the type up in its root registry, which ignores the default scope
+    and would not find a bare detkit name."""
+    cfg = dict(model_wrapper_cfg)
+    name = cfg.get('type')
+    if (isinstance(name, str) and '.' not in name
+            and name in MODEL_WRAPPERS.module_dict):
+        cfg['type'] = f'{MODEL_WRAPPERS.scope}.{name}'
+    return cfg
+
+
 def wrap_ddp_without_device_ids(model, model_wrapper_cfg=None, sync_bn=None,
                                 find_unused_parameters=False):
     """Wrap ``model`` (already on its device) for gloo training.
 
     ``device_ids=None`` makes DDP work on CPU modules (and on a CUDA module
     on the process's current device). ``model_wrapper_cfg`` builds another
-    registered wrapper the same way. On CPU, ``SyncBatchNorm`` layers (which
-    only run on GPUs) become ordinary BN with per-process statistics;
-    on a GPU, ``sync_bn`` (``'torch'`` or ``'mmcv'``) converts BN layers as
-    mmengine does.
+    registered wrapper the same way (default: :func:`default_wrapper_cfg`).
+    On CPU, ``SyncBatchNorm`` layers (``norm_cfg=dict(type='SyncBN')``;
+    torch runs them on GPUs only) become ordinary BN layers with the same
+    parameters and buffers, whose statistics are per process; a warning
+    says so. On a GPU, ``sync_bn`` (``'torch'`` or ``'mmcv'``) converts BN
+    layers as mmengine does.
     """
     if all(p.device.type == 'cpu' for p in model.parameters()):
+        num_sync = sum(
+            isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
         model = revert_sync_batchnorm(model)
-        if sync_bn is not None:
-            print_log(f'sync_bn={sync_bn!r} is ignored on CPU: SyncBatchNorm '
-                      'needs GPUs.', logger='current', level=logging.WARNING)
+        if num_sync or sync_bn is not None:
+            source = (f'{num_sync} SyncBN layer(s)' if num_sync else
+                      f'sync_bn={sync_bn!r}')
+            print_log(
+                f'{source} on CPU: torch synchronises BatchNorm statistics '
+                'on GPUs only, so each process normalises with the '
+                'statistics of its own batch (plain BN; parameters and '
+                'buffers keep their names). Train on GPUs for SyncBN.',
+                logger='current',
+                level=logging.WARNING)
     elif sync_bn is not None:
         model = convert_sync_batchnorm(model, sync_bn)
-    cfg = dict(model_wrapper_cfg or dict(
-        broadcast_buffers=False,
-        find_unused_parameters=find_unused_parameters))
+    cfg = dict(model_wrapper_cfg or default_wrapper_cfg(
+        find_unused_parameters))
     cfg.setdefault('type', 'MMDistributedDataParallel')
     wrapper = MODEL_WRAPPERS.get(cfg['type'])
     if wrapper is None:
@@ -140,3 +181,79 @@ def wrap_ddp_without_device_ids(model, model_wrapper_cfg=None, sync_bn=None,
     if issubclass(wrapper, torch.nn.parallel.DistributedDataParallel):
         default_args['device_ids'] = None
     return MODEL_WRAPPERS.build(cfg, default_args=default_args)
+
+
+def average_across_ranks(log_vars):
+    """Mean over all ranks of each logged value.
+
+    Args:
+        log_vars (dict[str, Tensor]): scalars from ``parse_losses``, with
+            the same names in the same order on every rank.
+
+    Returns:
+        OrderedDict[str, Tensor]: detached 0-dim float32 means, in the
+        same order. Non-finite on every rank when it is on any rank.
+
+    Raises:
+        RuntimeError: the ranks log different names (a loss term that only
+            some ranks compute): averaging them would mix terms, and DDP
+            would wait forever for gradients of the missing term.
+    """
+    names = list(log_vars)
+    values = torch.stack([
+        torch.as_tensor(v).detach().float().reshape(())
+        for v in log_vars.values()
+    ])
+    if not torch_dist.is_available() or not torch_dist.is_initialized():
+        return OrderedDict(zip(names, values))
+    world_size = torch_dist.get_world_size()
+    # Agree on the names first (count and checksum): all_reduce of
+    # different-sized tensors would hang or mix terms.
+    signature = [len(names), zlib.crc32('\0'.join(names).encode())]
+    agreed = torch.tensor(signature, dtype=torch.int64, device=values.device)
+    torch_dist.all_reduce(agreed)
+    if agreed.tolist() != [x * world_size for x in signature]:
+        raise RuntimeError(
+            f'rank {torch_dist.get_rank()} logs {names}, but other ranks '
+            'log different loss names. Every rank must return the same '
+            'loss keys from model.loss() (use a zero loss, e.g. '
+            'pred.sum() * 0, for a term with nothing to learn from).')
+    torch_dist.all_reduce(values)
+    return OrderedDict(zip(names, values / world_size))
+
+
+@MODEL_WRAPPERS.register_module()
+class DetDistributedDataParallel(MMDistributedDataParallel):
+    """mmengine's ``MMDistributedDataParallel``, with a ``train_step`` that
+
+    - returns the losses averaged over all ranks (mmengine logs those of
+      rank 0 only), so the log shows the loss of the whole batch, and
+    - applies the detector's non-finite-loss guard (``BaseDetector``'s
+      ``_handle_nonfinite``: stop, or skip the step with
+      ``skip_nonfinite=True``), which mmengine's wrapper never calls. The
+      averaged values are non-finite on every rank when one rank's loss
+      is, so all ranks take the same decision and none is left waiting in
+      DDP's gradient all-reduce.
+
+    Same arguments as ``MMDistributedDataParallel``.
+    """
+
+    def train_step(self, data, optim_wrapper):
+        with optim_wrapper.optim_context(self):
+            data = self.module.data_preprocessor(data, training=True)
+            losses = self._run_forward(data, mode='loss')
+        parsed_loss, log_vars = self.module.parse_losses(losses)
+        mean_vars = average_across_ranks(log_vars)
+        handle_nonfinite = getattr(self.module, '_handle_nonfinite', None)
+        if handle_nonfinite is not None and not bool(
+                torch.isfinite(torch.stack(list(mean_vars.values()))).all()):
+            bad_terms = [
+                name for name, value in log_vars.items()
+                if not torch.isfinite(torch.as_tensor(value)).all()
+            ]
+            handle_nonfinite(bad_terms, data, optim_wrapper)
+            return mean_vars
+        optim_wrapper.update_params(parsed_loss)
+        if self.detect_anomalous_params:
+            detect_anomalous_params(parsed_loss, model=self)
+        return mean_vars
