@@ -1,69 +1,76 @@
-"""Run a detector on a picture and save the annotated result.
+"""Run a detector on pictures and save them annotated.
 
-Example::
+IMG is an image file, a folder of images or a glob pattern (quote it so the
+shell does not expand it)::
 
     python demo/image_demo.py demo/demo.jpg \
         configs/retinanet/retinanet_r50_fpn_1x_coco.py \
         --weights retinanet.pth --out-dir outputs --pred-score-thr 0.3
+    python demo/image_demo.py 'data/bccd/images/*.jpg' bccd_config.py \
+        --weights bccd.pth --batch-size 4 --classes WBC Platelets
+
+Writes ``OUT_DIR/vis/<image>`` (annotated pictures) and
+``OUT_DIR/preds/<image stem>.json`` (boxes, scores, labels, label names)
+and prints the detections of every image.
 """
 import argparse
 import os.path as osp
 import sys
 
-import cv2
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description='Detect objects in an image and save the drawing')
-    parser.add_argument('img', help='image file')
-    parser.add_argument('config', help='model config file')
+        description='Detect objects in images and save the drawings')
+    parser.add_argument('img', help='image file, folder or glob pattern')
+    parser.add_argument('config', help='model config file (or the name of '
+                        'a config under configs/)')
     parser.add_argument('--weights', help='checkpoint file (detkit or '
                         'mmdetection); random weights when omitted')
     parser.add_argument('--out-dir', default='outputs',
-                        help='folder for the annotated picture')
+                        help='folder for vis/ pictures and preds/ JSON')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
     parser.add_argument('--pred-score-thr', type=float, default=0.3,
-                        help='draw and print detections above this score')
+                        help='draw, save and print detections scoring at '
+                        'least this')
+    parser.add_argument('--batch-size', type=int, default=1,
+                        help='images per forward pass')
+    parser.add_argument('--classes', nargs='+',
+                        help='keep only these classes (names or indices)')
+    parser.add_argument('--no-save-pred', action='store_true',
+                        help='do not write the preds/ JSON files')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
+    """Returns the inferencer's output (``predictions`` as dicts)."""
     args = parse_args(argv)
-    from detkit.apis import inference_detector, init_detector
-    from detkit.visualization import DetLocalVisualizer
+    from detkit.apis import DetInferencer
+    from detkit.apis.det_inferencer import collect_inputs
 
-    if not osp.isfile(args.img):
-        sys.exit(f'image not found: {args.img}')
-    model = init_detector(args.config, args.weights, device=args.device)
-    result = inference_detector(model, args.img)
+    try:
+        names = [name for name, _ in collect_inputs(args.img)]
+    except FileNotFoundError as err:
+        sys.exit(str(err))
+    inferencer = DetInferencer(args.config, args.weights, device=args.device)
+    result = inferencer(
+        args.img,
+        batch_size=args.batch_size,
+        pred_score_thr=args.pred_score_thr,
+        classes=args.classes,
+        out_dir=args.out_dir,
+        no_save_pred=args.no_save_pred)
 
-    image = cv2.imread(args.img, cv2.IMREAD_COLOR)
-    if image is None:
-        sys.exit(f'cannot decode image: {args.img}')
-    visualizer = DetLocalVisualizer(name='image_demo')
-    visualizer.dataset_meta = model.dataset_meta
-    out_file = osp.join(args.out_dir, 'vis', osp.basename(args.img))
-    visualizer.add_datasample(
-        'image_demo',
-        image[..., ::-1],
-        data_sample=result,
-        draw_gt=False,
-        out_file=out_file,
-        pred_score_thr=args.pred_score_thr)
-
-    pred = result.pred_instances
-    keep = pred.scores >= args.pred_score_thr
-    classes = model.dataset_meta.get('classes', [])
-    print(f'{int(keep.sum())} detections with score >= '
-          f'{args.pred_score_thr}:')
-    for box, score, label in zip(pred.bboxes[keep], pred.scores[keep],
-                                 pred.labels[keep]):
-        name = classes[label] if label < len(classes) else str(int(label))
-        x1, y1, x2, y2 = (round(float(v), 1) for v in box)
-        print(f'  {name:<12} {float(score):.3f}  [{x1}, {y1}, {x2}, {y2}]')
-    print(f'annotated picture: {out_file}')
-    return out_file
+    for name, pred in zip(names, result['predictions']):
+        print(f'{name}: {len(pred["scores"])} detections with score >= '
+              f'{args.pred_score_thr}')
+        for box, score, label in zip(pred['bboxes'], pred['scores'],
+                                     pred['label_names']):
+            x1, y1, x2, y2 = (round(v, 1) for v in box)
+            print(f'  {label:<12} {score:.3f}  [{x1}, {y1}, {x2}, {y2}]')
+    print(f'annotated pictures: {osp.join(args.out_dir, "vis")}')
+    if not args.no_save_pred:
+        print(f'predictions (JSON): {osp.join(args.out_dir, "preds")}')
+    return result
 
 
 if __name__ == '__main__':

@@ -1,5 +1,9 @@
 """High-level APIs: build a detector and run it on images."""
+from .det_inferencer import DetInferencer
 from .inference import (build_test_pipeline, inference_detector,
                         init_detector)
 
-__all__ = ['init_detector', 'inference_detector', 'build_test_pipeline']
+__all__ = [
+    'init_detector', 'inference_detector', 'build_test_pipeline',
+    'DetInferencer'
+]

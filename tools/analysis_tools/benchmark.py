@@ -1,0 +1,164 @@
+"""Images per second of inference, of the data loader, or of the dataset
+pipeline alone.
+
+    python tools/analysis_tools/benchmark.py CONFIG CHECKPOINT --task inference
+    python tools/analysis_tools/benchmark.py CONFIG --task dataloader \
+        --dataset-type train --num-workers 4
+    python tools/analysis_tools/benchmark.py CONFIG --task dataset
+
+Each repeat times ``--max-iter`` iterations, of which the first
+``--num-warmup`` are not counted; the reported speed is ``batch size /
+median iteration time`` (the median resists the odd slow iteration), with
+the mean-based figure beside it. ``inference`` times ``model.test_step``
+(preprocessing, forward, post-processing) on the test data loader with
+batch size 1 unless ``--batch-size``; CUDA is synchronised around every
+iteration.
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from mmengine.config import Config, DictAction
+
+
+def _load_cfg(path, cfg_options=None):
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.setdefault('default_scope', 'detkit')
+    return cfg
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def time_iterations(step, iterable, max_iter, num_warmup):
+    """Seconds of each ``step(item)`` after the first ``num_warmup``, over
+    at most ``max_iter`` items of ``iterable``."""
+    times = []
+    iterator = iter(iterable)
+    for i in range(max_iter):
+        _sync()
+        start = time.perf_counter()
+        try:
+            step(next(iterator))
+        except StopIteration:
+            break
+        _sync()
+        if i >= num_warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def summarize(times, batch_size):
+    if not times:
+        raise RuntimeError('no timed iteration: raise --max-iter above '
+                           '--num-warmup, or use a larger dataset')
+    median = statistics.median(times)
+    mean = statistics.fmean(times)
+    return dict(iters=len(times), median_time=median, mean_time=mean,
+                images_per_second=batch_size / median,
+                images_per_second_mean=batch_size / mean, times=times)
+
+
+def _dataloader_cfg(cfg, dataset_type, batch_size, num_workers):
+    loader = dict(cfg[f'{dataset_type}_dataloader'])
+    if batch_size is not None:
+        loader['batch_size'] = batch_size
+    if num_workers is not None:
+        loader['num_workers'] = num_workers
+    if loader.get('num_workers', 0) == 0:
+        loader['persistent_workers'] = False
+    return loader
+
+
+def benchmark(cfg, checkpoint=None, task='inference', dataset_type='test',
+              max_iter=200, num_warmup=5, repeat_num=1, batch_size=None,
+              num_workers=None, device=None):
+    """A list with one :func:`summarize` dict per repeat."""
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+    init_default_scope(cfg.default_scope)
+    results = []
+    if task == 'dataset':
+        from detkit.registry import DATASETS
+        dataset = DATASETS.build(cfg[f'{dataset_type}_dataloader']['dataset'])
+        for _ in range(repeat_num):
+            times = time_iterations(dataset.__getitem__, range(len(dataset)),
+                                    max_iter, num_warmup)
+            results.append(summarize(times, 1))
+        return results
+    if task == 'inference' and batch_size is None:
+        batch_size = 1
+    loader_cfg = _dataloader_cfg(cfg, dataset_type, batch_size, num_workers)
+    dataloader = Runner.build_dataloader(loader_cfg)
+    if task == 'dataloader':
+        step = lambda batch: None  # noqa: E731  (only loading is timed)
+    elif task == 'inference':
+        from detkit.apis import init_detector
+        if device is None:
+            device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        model = init_detector(cfg, checkpoint, device=device)
+
+        @torch.no_grad()
+        def step(batch):
+            model.test_step(batch)
+    else:
+        raise ValueError(f'--task must be inference, dataloader or dataset, '
+                         f'got {task!r}')
+    for _ in range(repeat_num):
+        times = time_iterations(step, dataloader, max_iter, num_warmup)
+        results.append(summarize(times, loader_cfg['batch_size']))
+    return results
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Benchmark images/s')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', nargs='?', help='checkpoint (inference;'
+                        ' random weights when omitted)')
+    parser.add_argument('--task', default='inference',
+                        choices=['inference', 'dataloader', 'dataset'])
+    parser.add_argument('--dataset-type', default='test',
+                        choices=['train', 'val', 'test'],
+                        help='which data loader of the config')
+    parser.add_argument('--max-iter', type=int, default=200,
+                        help='iterations per repeat, warm-up included')
+    parser.add_argument('--num-warmup', type=int, default=5)
+    parser.add_argument('--repeat-num', type=int, default=1)
+    parser.add_argument('--batch-size', type=int,
+                        help='override the batch size (inference: 1)')
+    parser.add_argument('--num-workers', type=int,
+                        help='override the data loader workers')
+    parser.add_argument('--device', help='inference device (default: cuda '
+                        'if available)')
+    parser.add_argument('--out', help='write the results as JSON here')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = _load_cfg(args.config, args.cfg_options)
+    results = benchmark(cfg, args.checkpoint, args.task, args.dataset_type,
+                        args.max_iter, args.num_warmup, args.repeat_num,
+                        args.batch_size, args.num_workers, args.device)
+    for i, res in enumerate(results):
+        print(f'[{args.task}] repeat {i + 1}/{len(results)}: '
+              f'{res["images_per_second"]:.2f} images/s (median of '
+              f'{res["iters"]} iterations, {res["median_time"] * 1e3:.2f} '
+              f'ms each; mean-based {res["images_per_second_mean"]:.2f} '
+              'images/s)')
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(dict(task=args.task, config=args.config,
+                           results=results), f, indent=1)
+    return results
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,259 @@
+"""Export a single-stage detector (RetinaNet, SSD, ...) to ONNX, boxes
+decoded and NMS included.
+
+    python tools/deployment/export_onnx.py CONFIG CHECKPOINT --shape 800 1216 \
+        --out retinanet.onnx [--dynamic] [--opset 17] [--verify]
+
+The graph (batch 1):
+
+- inputs: ``input`` ``(1, 3, H, W)`` float32, the image *after* the test
+  pipeline's resize, BGR 0..255 as OpenCV reads it (``H, W`` from
+  ``--shape``; any size with ``--dynamic``); ``scale_factor`` ``(2,)``
+  float32, the pipeline's ``(w_scale, h_scale)`` (``[1, 1]`` keeps boxes in
+  input pixels).
+- inside: the DetDataPreprocessor's channel flip, normalisation and padding
+  to ``pad_size_divisor``; backbone, neck, head; per level the top
+  ``nms_pre`` (prior, class) pairs scoring above ``score_thr``; box
+  decoding clipped to ``(H, W)``; rescale by ``1 / scale_factor``; the
+  ``min_bbox_size`` filter; class-wise NMS (mmcv's coordinate-offset
+  trick, ``NonMaxSuppression``); the first ``max_per_img``.
+- outputs: ``boxes`` ``(N, 4)`` x1, y1, x2, y2 in original-image pixels,
+  ``scores`` ``(N,)`` and ``labels`` ``(N,)`` int64, by descending score:
+  the same as ``model.predict`` in PyTorch (``test_cfg`` of the config).
+
+Uses torch's TorchScript-based exporter (``dynamo=False``; opset >= 11 for
+NonMaxSuppression). Above 10000 candidates mmcv runs NMS per class; the
+graph always runs one NMS (the same result unless boxes of different
+classes share coordinates beyond the offset; configs keep ``nms_pre *
+levels`` below 10000).
+"""
+import argparse
+import os.path as osp
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.config import Config, DictAction
+from torchvision.ops import nms
+
+
+class SingleStageONNX(nn.Module):
+    """A single-stage detector whose ``bbox_head`` is an ``AnchorHead``
+    (priors, ``bbox_coder``, ``_scores_of``), as one exportable module:
+    ``forward(input (1, 3, H, W), scale_factor (2,)) -> boxes, scores,
+    labels``."""
+
+    def __init__(self, model):
+        super().__init__()
+        head = getattr(model, 'bbox_head', None)
+        if getattr(model, 'roi_head', None) is not None or head is None:
+            raise NotImplementedError(
+                f'{type(model).__name__}: export_onnx.py exports '
+                'single-stage detectors (a bbox_head and no roi_head), such '
+                'as RetinaNet and SSD')
+        from detkit.models.dense_heads import AnchorHead
+        if not isinstance(head, AnchorHead) or (
+                type(head).predict_by_feat is not AnchorHead.predict_by_feat):
+            # The graph reproduces AnchorHead.predict_by_feat; a head with
+            # its own (RPNHead: NMS per level, not per class) would differ.
+            raise NotImplementedError(
+                f'{type(head).__name__}: export_onnx.py reproduces '
+                'AnchorHead.predict_by_feat (RetinaHead, SSDHead); this head '
+                'is not an AnchorHead or predicts its own way')
+        self.model = model
+        self.head = head
+        cfg = head.test_cfg
+        self.nms_pre = cfg.get('nms_pre', -1)
+        self.score_thr = float(cfg.get('score_thr', 0))
+        self.min_bbox_size = cfg.get('min_bbox_size', -1)
+        self.max_per_img = cfg.get('max_per_img', -1)
+        nms_cfg = dict(cfg.get('nms') or {})
+        if nms_cfg.get('type', 'nms') != 'nms' or 'iou_threshold' not in \
+                nms_cfg:
+            raise NotImplementedError(f'test_cfg.nms={nms_cfg}: only '
+                                      "dict(type='nms', iou_threshold=...)")
+        self.iou_threshold = float(nms_cfg['iou_threshold'])
+        self.class_agnostic = nms_cfg.get('class_agnostic', False)
+        pre = model.data_preprocessor
+        self.flip = bool(getattr(pre, '_channel_conversion', False))
+        self.normalize = bool(getattr(pre, '_enable_normalize', False))
+        self.divisor = int(getattr(pre, 'pad_size_divisor', 1))
+        self.pad_value = float(getattr(pre, 'pad_value', 0))
+        self.pre = pre
+
+    def _preprocess(self, image):
+        x = image[:, [2, 1, 0]] if self.flip else image
+        if self.normalize:
+            x = (x - self.pre.mean) / self.pre.std
+        h, w = image.shape[-2:]
+        pad_h = (self.divisor - h % self.divisor) % self.divisor
+        pad_w = (self.divisor - w % self.divisor) % self.divisor
+        return F.pad(x, (0, pad_w, 0, pad_h), value=self.pad_value)
+
+    def _priors(self, level, feat):
+        """The anchors of ``AnchorGenerator.single_level_grid_priors``
+        (order y, x, anchor; same float ops), from the traced feature size
+        so that ``--dynamic`` graphs follow the input size."""
+        generator = self.head.prior_generator
+        base = generator.base_anchors[level].to(feat)
+        stride_w, stride_h = generator.strides[level]
+        feat_h, feat_w = feat.shape[-2:]
+        shift_x = torch.arange(feat_w, device=feat.device).to(
+            feat.dtype) * stride_w
+        shift_y = torch.arange(feat_h, device=feat.device).to(
+            feat.dtype) * stride_h
+        yy, xx = torch.meshgrid(shift_y, shift_x, indexing='ij')
+        xx, yy = xx.reshape(-1), yy.reshape(-1)
+        shifts = torch.stack([xx, yy, xx, yy], -1)
+        return (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)
+
+    def _level(self, level, cls_score, bbox_pred):
+        """Top pairs of one level: ``boxes (K, 4)`` in input pixels,
+        ``scores (K,)``, ``labels (K,)``."""
+        from detkit.models.utils import levels_to_images
+        head = self.head
+        priors = self._priors(level, cls_score)
+        scores = head._scores_of(
+            levels_to_images([cls_score], head.cls_out_channels))[0]
+        deltas = levels_to_images([bbox_pred],
+                                  head.bbox_coder.encode_size)[0]
+        num_classes = scores.shape[1]
+        flat = scores.reshape(-1)
+        # Thresholding after the top-k keeps the same pairs as mmcv's
+        # threshold-then-top-k: every pair above the threshold outranks
+        # every pair at or below it.
+        k = flat.shape[0]
+        if self.nms_pre > 0:
+            # While tracing, sizes are tensors: keep k symbolic (--dynamic).
+            k = (torch.clamp(k, max=self.nms_pre) if isinstance(
+                k, torch.Tensor) else min(k, self.nms_pre))
+        top, idx = flat.topk(k)
+        prior_idx = torch.div(idx, num_classes, rounding_mode='floor')
+        labels = idx - prior_idx * num_classes
+        # Decode all k before filtering: the coder returns empty inputs
+        # unchanged, a branch the tracer would freeze into the graph.
+        boxes = head.bbox_coder.decode(priors[prior_idx], deltas[prior_idx])
+        keep = top > self.score_thr
+        return boxes[keep], top[keep], labels[keep]
+
+    def forward(self, image, scale_factor):
+        h, w = image.shape[-2:]
+        feats = self.model.extract_feat(self._preprocess(image))
+        cls_scores, bbox_preds = self.head(feats)
+        levels = [self._level(i, c, b)
+                  for i, (c, b) in enumerate(zip(cls_scores, bbox_preds))]
+        boxes = torch.cat([lvl[0] for lvl in levels])
+        scores = torch.cat([lvl[1] for lvl in levels])
+        labels = torch.cat([lvl[2] for lvl in levels])
+        if getattr(self.head.bbox_coder, 'clip_border', True):
+            limit = torch.stack([w, h, w, h]).to(boxes) if isinstance(
+                w, torch.Tensor) else boxes.new_tensor([w, h, w, h])
+            boxes = torch.minimum(boxes.clamp(min=0), limit)
+        # mmdetection multiplies by the float32 reciprocal of the scale.
+        boxes = boxes * (1 / scale_factor).repeat(2)
+        if self.min_bbox_size >= 0:
+            keep = ((boxes[:, 2] - boxes[:, 0] > self.min_bbox_size) &
+                    (boxes[:, 3] - boxes[:, 1] > self.min_bbox_size))
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        if self.class_agnostic:
+            shifted = boxes
+        else:
+            # A zero joins the coordinates so that max() is defined when
+            # nothing is left; boxes are clipped to >= 0, so it never wins.
+            top = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
+            shifted = boxes + (labels.to(boxes) * (top + 1))[:, None]
+        keep = nms(shifted, scores, self.iou_threshold)
+        if self.max_per_img > 0:
+            keep = keep[:self.max_per_img]
+        return boxes[keep], scores[keep], labels[keep]
+
+
+def export(model, out_file, shape, dynamic=False, opset=17):
+    """Trace ``SingleStageONNX(model)`` at ``shape = (H, W)`` and write
+    ``out_file``; returns the wrapper (in eval mode)."""
+    wrapper = SingleStageONNX(model).eval()
+    height, width = shape
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, height, width, generator=gen) * 255
+    scale_factor = torch.ones(2)
+    axes = None
+    if dynamic:
+        axes = dict(input={2: 'height', 3: 'width'}, boxes={0: 'num_dets'},
+                    scores={0: 'num_dets'}, labels={0: 'num_dets'})
+    with warnings.catch_warnings():
+        # The legacy exporter's deprecation and tracer notes are expected.
+        warnings.simplefilter('ignore')
+        torch.onnx.export(
+            wrapper, (image, scale_factor), out_file, dynamo=False,
+            opset_version=opset, input_names=['input', 'scale_factor'],
+            output_names=['boxes', 'scores', 'labels'], dynamic_axes=axes,
+            do_constant_folding=True)
+    return wrapper
+
+
+def verify(wrapper, out_file, shape):
+    """Run the file with onnxruntime on a random image; returns the
+    largest absolute difference from PyTorch (boxes and scores), and
+    raises when the detections differ in number or labels."""
+    import numpy as np
+    import onnxruntime as ort
+    gen = torch.Generator().manual_seed(1)
+    image = torch.rand(1, 3, *shape, generator=gen) * 255
+    scale = torch.ones(2)
+    with torch.no_grad():
+        expected = [t.numpy() for t in wrapper(image, scale)]
+    session = ort.InferenceSession(out_file,
+                                   providers=['CPUExecutionProvider'])
+    got = session.run(None, {'input': image.numpy(),
+                             'scale_factor': scale.numpy()})
+    if got[0].shape != expected[0].shape or not np.array_equal(
+            got[2], expected[2]):
+        raise RuntimeError(f'onnxruntime gives {len(got[0])} detections, '
+                           f'PyTorch {len(expected[0])} (or other labels)')
+    return max(float(np.abs(g - e).max(initial=0))
+               for g, e in zip(got[:2], expected[:2]))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Export to ONNX')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--shape', type=int, nargs='+', required=True,
+                        help='input height and width after resizing (one '
+                        'number: square)')
+    parser.add_argument('--out', help='ONNX file (default: the checkpoint '
+                        'name with .onnx)')
+    parser.add_argument('--dynamic', action='store_true',
+                        help='accept any input height and width')
+    parser.add_argument('--opset', type=int, default=17)
+    parser.add_argument('--verify', action='store_true',
+                        help='compare onnxruntime with PyTorch on a random '
+                        'image')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Returns the path of the written file."""
+    args = parse_args(argv)
+    if len(args.shape) not in (1, 2):
+        raise SystemExit(f'--shape takes H W or one size, got {args.shape}')
+    shape = tuple((args.shape * 2)[:2])
+    out = args.out or osp.splitext(args.checkpoint)[0] + '.onnx'
+    from detkit.apis import init_detector
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    model = init_detector(cfg, args.checkpoint, device='cpu')
+    wrapper = export(model, out, shape, args.dynamic, args.opset)
+    print(f'wrote {out} (input 1x3x{shape[0]}x{shape[1]}'
+          f'{", dynamic H and W" if args.dynamic else ""})')
+    if args.verify:
+        diff = verify(wrapper, out, shape)
+        print(f'onnxruntime matches PyTorch (max abs difference {diff:.2e})')
+    return out
+
+
+if __name__ == '__main__':
+    main()
