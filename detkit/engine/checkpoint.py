@@ -181,6 +181,10 @@ def load_state_dict(module, state_dict, strict=False, logger=None):
         LoadReport: what did not load.
     """
     module = getattr(module, 'module', module)
+    # Models that rename legacy keys (RPN: rpn_head.* <-> bbox_head.*) do it
+    # before keys are matched, as their _load_from_state_dict would.
+    if hasattr(module, 'revise_state_dict'):
+        state_dict = module.revise_state_dict(state_dict)
     own = module.state_dict()
     matched = collections.OrderedDict()
     mismatched, unexpected = [], []

@@ -2,5 +2,7 @@
 from .anchor_head import AnchorHead
 from .base_dense_head import BaseDenseHead
 from .retina_head import RetinaHead
+from .rpn_head import RPNHead
+from .ssd_head import SSDHead
 
-__all__ = ['BaseDenseHead', 'AnchorHead', 'RetinaHead']
+__all__ = ['BaseDenseHead', 'AnchorHead', 'RetinaHead', 'RPNHead', 'SSDHead']

@@ -2,8 +2,10 @@
 from .conv_module import (ConvModule, DepthwiseSeparableConvModule,
                           build_activation_layer, build_norm_layer)
 from .nms import batched_nms, multiclass_nms, nms
+from .roi_align import RoIAlign
 
 __all__ = [
     'ConvModule', 'DepthwiseSeparableConvModule', 'build_norm_layer',
-    'build_activation_layer', 'nms', 'batched_nms', 'multiclass_nms'
+    'build_activation_layer', 'nms', 'batched_nms', 'multiclass_nms',
+    'RoIAlign'
 ]

@@ -1,1 +1,4 @@
-"""(filled in as components land)"""
+"""RoI feature extractors."""
+from .single_level_roi_extractor import SingleRoIExtractor, map_roi_levels
+
+__all__ = ['SingleRoIExtractor', 'map_roi_levels']

@@ -1,0 +1,59 @@
+"""Region Proposal Network as a detector: its predictions are proposals
+(``labels`` all 0), evaluated by proposal recall (MMDET_SEMANTICS §12)."""
+import warnings
+
+from ...registry import MODELS
+from .single_stage import SingleStageDetector
+from .two_stage import rename_prefix_in_place, rename_prefix, zero_label_copies
+
+
+@MODELS.register_module()
+class RPN(SingleStageDetector):
+    """Backbone, neck and an :class:`RPNHead`, held as ``bbox_head`` and
+    built from ``rpn_head`` with ``train_cfg.rpn`` / ``test_cfg.rpn``.
+
+    Checkpoints that name the head ``rpn_head.*`` (mmdetection's model zoo)
+    load into ``bbox_head.*``.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 neck: dict,
+                 rpn_head: dict,
+                 train_cfg: dict,
+                 test_cfg: dict,
+                 data_preprocessor=None,
+                 init_cfg=None,
+                 skip_nonfinite: bool = False):
+        rpn_head = dict(rpn_head)
+        if rpn_head.get('num_classes', 1) != 1:
+            warnings.warn(f'RPN: rpn_head.num_classes is '
+                          f'{rpn_head["num_classes"]}; an RPN is '
+                          'class-agnostic, so it is set to 1')
+        rpn_head['num_classes'] = 1
+        super().__init__(
+            backbone,
+            neck=neck,
+            bbox_head=rpn_head,
+            train_cfg=train_cfg['rpn'] if train_cfg is not None else None,
+            test_cfg=test_cfg['rpn'],
+            data_preprocessor=data_preprocessor,
+            init_cfg=init_cfg,
+            skip_nonfinite=skip_nonfinite)
+        self.train_cfg = train_cfg
+        self.test_cfg = test_cfg
+
+    def revise_state_dict(self, state_dict):
+        """Rename ``rpn_head.*`` keys to ``bbox_head.*``."""
+        return rename_prefix(state_dict, 'rpn_head', 'bbox_head')
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        rename_prefix_in_place(state_dict, prefix, 'rpn_head', 'bbox_head')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def loss(self, batch_inputs, batch_data_samples) -> dict:
+        """``loss_rpn_cls`` and ``loss_rpn_bbox`` (labels zeroed on
+        copies)."""
+        return self.bbox_head.loss(
+            self.extract_feat(batch_inputs),
+            zero_label_copies(batch_data_samples))
