@@ -54,18 +54,41 @@ def _all_names(registry):
     return sorted(names)
 
 
+def _accepted_keys(cls):
+    """Keyword names ``cls(...)`` accepts, or None when it takes any.
+
+    A detkit constructor with ``**kwargs`` hands them to its parent
+    (``RetinaHead`` -> ``AnchorHead``), so the parents' names count too;
+    ``**kwargs`` elsewhere may mean anything, and nothing is checked.
+    """
+    accepted = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get('__init__')
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters
+        except (TypeError, ValueError):
+            return None
+        accepted += [
+            n for n, p in params.items() if n != 'self' and n not in accepted
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return accepted
+        if not klass.__module__.startswith('detkit.'):
+            return None
+    return None
+
+
 def _check_kwargs(cls, cfg, registry):
     """Reject keys the constructor does not take, naming the closest ones
     (``num_clases`` -> ``num_classes``), before anything is built."""
     if not inspect.isclass(cls):
         return
-    try:
-        params = inspect.signature(cls.__init__).parameters
-    except (TypeError, ValueError):
+    accepted = _accepted_keys(cls)
+    if accepted is None:
         return
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n in params if n != 'self']
     for key in cfg:
         if key in ('type', '_scope_') or key in accepted:
             continue

@@ -201,12 +201,14 @@ class CocoDataset(BaseDetDataset):
         inter_h = max(0, min(y + h, img['height']) - max(y, 0))
         if ann.get('ignore', False):
             reason = 'ignore'
+        elif w < 1 or h < 1:
+            # Before the intersection test: a box of negative size does
+            # not intersect anything, but it is not "outside the image".
+            reason = 'small'
         elif inter_w * inter_h == 0:
             reason = 'outside'
         elif ann.get('area', w * h) <= 0:
             reason = 'area'
-        elif w < 1 or h < 1:
-            reason = 'small'
         elif ann.get('category_id') not in self.cat2label:
             reason = 'category'
         else:

@@ -16,6 +16,11 @@ What changes against ``mmengine.runner.Runner`` (everything else, including
 - With ``launcher='pytorch'`` or ``'slurm'`` and no CUDA (or
   ``env_cfg.dist_cfg.backend='gloo'``), the process group is gloo and the
   model is wrapped in DDP with ``device_ids=None`` (see :mod:`.dist`).
+- Distributed runs use :class:`~.dist.DetDistributedDataParallel` unless
+  the config names a ``model_wrapper_cfg``.
+- The training data of each epoch is drawn with seeds derived from
+  ``(seed, epoch, rank, position)`` (see :mod:`.seeded_data`), so that a
+  run resumed after a crash repeats the uninterrupted run exactly.
 """
 import time
 
@@ -25,16 +30,18 @@ from mmengine.dist import is_distributed, master_only
 from mmengine.fileio import LocalBackend, get_file_backend, join_path
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
-from mmengine.runner import Runner
+from mmengine.runner import BaseLoop, Runner
 from mmengine.runner.checkpoint import (_load_checkpoint, save_checkpoint,
                                         weights_to_cpu)
 from mmengine.utils import apply_to, get_git_hash
 
 from detkit.registry import RUNNERS
 from .checkpoint import load_model_weights, save_checkpoint_file
-from .dist import init_gloo_dist, use_gloo, wrap_ddp_without_device_ids
+from .dist import (default_wrapper_cfg, init_gloo_dist, scoped_wrapper_cfg,
+                   use_gloo, wrap_ddp_without_device_ids)
 from .message_hub_state import message_hub_from_plain, message_hub_to_plain
 from .plain_data import to_plain
+from .seeded_data import follow_resumed_seed, seed_train_dataloader_cfg
 
 
 def _to_cpu(data):
@@ -57,15 +64,41 @@ class DetRunner(Runner):
 
     def wrap_model(self, model_wrapper_cfg, model):
         """DDP without ``device_ids`` for gloo; mmengine's wrapping
-        otherwise."""
-        if not self._gloo or is_model_wrapper(model):
+        otherwise. Distributed runs without a ``model_wrapper_cfg`` get
+        :class:`~detkit.engine.dist.DetDistributedDataParallel` (losses
+        averaged over ranks for logging, non-finite guard on every rank)."""
+        if not self.distributed or is_model_wrapper(model):
             return super().wrap_model(model_wrapper_cfg, model)
+        find_unused = self.cfg.get('find_unused_parameters', False)
+        if model_wrapper_cfg is None:
+            model_wrapper_cfg = default_wrapper_cfg(find_unused)
+        if not self._gloo:
+            return super().wrap_model(scoped_wrapper_cfg(model_wrapper_cfg),
+                                      model)
         return wrap_ddp_without_device_ids(
             model.to(get_device()),
             model_wrapper_cfg=model_wrapper_cfg,
             sync_bn=self.cfg.get('sync_bn', None),
-            find_unused_parameters=self.cfg.get('find_unused_parameters',
-                                                False))
+            find_unused_parameters=find_unused)
+
+    def build_train_loop(self, loop):
+        """mmengine's, with the training data drawn from per-sample seeds
+        (:mod:`.seeded_data`): a resumed run sees the same augmentations
+        as the uninterrupted one."""
+        self._train_dataloader = seed_train_dataloader_cfg(
+            self._train_dataloader)
+        return super().build_train_loop(loop)
+
+    def resume(self, filename, resume_optimizer=True,
+               resume_param_scheduler=True, map_location='default'):
+        """mmengine's; the training data then follows the seed restored
+        from the checkpoint (see :func:`.seeded_data.follow_resumed_seed`).
+        """
+        super().resume(filename, resume_optimizer, resume_param_scheduler,
+                       map_location)
+        if isinstance(self._train_loop, BaseLoop) and not \
+                self._randomness_cfg.get('diff_rank_seed', False):
+            follow_resumed_seed(self._train_loop.dataloader, self.seed)
 
     @master_only
     def save_checkpoint(self,

@@ -12,6 +12,9 @@ with the ``cv2`` backend; with the default ``color_type='color'`` this means:
 A file that is missing, empty, truncated or not decodable raises
 :class:`BrokenImageError` naming the file, so that a dataset can report or
 skip it (``skip_broken``).
+An image whose decoded size differs from the ``width``/``height`` of its
+annotation (a dataset passes them) raises ``ValueError`` naming both sizes:
+its boxes would be in another frame (typically an EXIF rotation).
 """
 import os.path as osp
 from typing import Optional
@@ -83,6 +86,41 @@ def imread_bytes(data: bytes, path: str, color_type: str = 'color'):
     return img
 
 
+def _check_annotated_size(results: dict, hw, path: str,
+                          color_type: str) -> None:
+    """Refuse an image whose decoded size differs from the ``width`` /
+    ``height`` its annotation file gives (when the dataset passes them):
+    its boxes are then in another frame. The usual cause is an EXIF
+    orientation that the annotation tool ignored or applied differently.
+    """
+    width, height = results.get('width'), results.get('height')
+    if width is None or height is None or (
+            int(round(width)), int(round(height))) == (hw[1], hw[0]):
+        return
+    msg = (f'{path} decodes to width x height = {hw[1]} x {hw[0]}, but its '
+           f'annotation says {width} x {height}, so its boxes do not fit '
+           'the image.')
+    if (int(round(width)), int(round(height))) == (hw[0], hw[1]):
+        msg += (' Width and height are swapped, as with an EXIF orientation '
+                'of 90 or 270 degrees')
+        if 'ignore_orientation' in color_type:
+            msg += (", which color_type='" + color_type + "' does not "
+                    'apply: if the boxes were drawn on the picture as '
+                    "viewers show it, use color_type='color'; otherwise "
+                    'swap width and height in the annotation file.')
+        else:
+            msg += (', which LoadImageFromFile applies (as viewers and '
+                    'mmdetection do): if the boxes were drawn on the stored '
+                    "(unrotated) pixels, set color_type='color_ignore_"
+                    "orientation' in LoadImageFromFile; if they were drawn "
+                    'on the picture as viewers show it, swap width and '
+                    'height in the annotation file.')
+    else:
+        msg += (' Fix width/height in the annotation file, or re-annotate '
+                'the image if the file was replaced or resized.')
+    raise ValueError(msg)
+
+
 @TRANSFORMS.register_module()
 class LoadImageFromFile(BaseTransform):
     """Load ``results['img_path']`` into ``results['img']``.
@@ -130,6 +168,7 @@ class LoadImageFromFile(BaseTransform):
             if self.ignore_empty:
                 return None
             raise
+        _check_annotated_size(results, img.shape[:2], path, self.color_type)
         if self.to_float32:
             img = img.astype(np.float32)
         results['img'] = img

@@ -5,6 +5,7 @@ from torch import Tensor
 
 from ...registry import MODELS
 from .base import BaseDetector
+from .checks import check_neck_in_channels
 
 
 @MODELS.register_module()
@@ -30,6 +31,7 @@ class SingleStageDetector(BaseDetector):
             init_cfg=init_cfg,
             skip_nonfinite=skip_nonfinite)
         self.backbone = MODELS.build(backbone)
+        check_neck_in_channels(self.backbone, neck)
         if neck is not None:
             self.neck = MODELS.build(neck)
         if bbox_head is None:
