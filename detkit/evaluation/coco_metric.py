@@ -29,6 +29,26 @@ from .table import format_table
 
 # Index of each item in COCOeval.stats.
 _BBOX_ITEMS = ['mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l']
+BACKENDS = ('pycocotools', 'faster-coco-eval')
+
+
+def _eval_backend(backend: str):
+    """``(COCO class, COCOeval class)`` of a COCO evaluation backend."""
+    if backend == 'pycocotools':
+        return COCO, COCOeval
+    if backend == 'faster-coco-eval':
+        try:
+            from faster_coco_eval import COCO as FasterCOCO
+            from faster_coco_eval import COCOeval_faster
+        except ImportError as err:
+            raise ImportError(
+                "CocoMetric(backend='faster-coco-eval') needs the "
+                'faster-coco-eval package: pip install faster-coco-eval (it '
+                "is in requirements/optional.txt), or use backend="
+                "'pycocotools'.") from err
+        return FasterCOCO, COCOeval_faster
+    raise ValueError(f'CocoMetric: backend must be one of {BACKENDS}, got '
+                     f'{backend!r}')
 
 
 def _quiet(fn, *args):
@@ -63,6 +83,10 @@ class CocoMetric(BaseMetric):
             file backends); ``file_client_args`` is the deprecated spelling.
         collect_device, prefix: as for ``BaseMetric`` (``coco/`` prefix).
         sort_categories (bool): order ``ann_file``'s categories by id.
+        backend (str): ``'pycocotools'`` (default) or ``'faster-coco-eval'``
+            (the same COCOeval algorithm in C++, optional package; same
+            numbers to 4 decimals, several times faster on large sets, see
+            benchmarks/README.md).
     """
 
     default_prefix = 'coco'
@@ -80,8 +104,12 @@ class CocoMetric(BaseMetric):
                  backend_args=None,
                  collect_device='cpu',
                  prefix=None,
-                 sort_categories=False):
+                 sort_categories=False,
+                 backend='pycocotools'):
         super().__init__(collect_device=collect_device, prefix=prefix)
+        _eval_backend(backend)  # fail early: unknown or not installed
+        self.backend = backend
+        self.coco_stats = {}
         self.metrics = [metric] if isinstance(metric, str) else list(metric)
         for name in self.metrics:
             if name not in ('bbox', 'proposal', 'proposal_fast'):
@@ -262,8 +290,14 @@ class CocoMetric(BaseMetric):
             print_log(f'CocoMetric: no predictions at all, {metric} metrics '
                       'are 0.', logger='current', level=logging.WARNING)
             return OrderedDict((prefix + item, 0.0) for item in items)
+        coco_cls, eval_cls = _eval_backend(self.backend)
+        if coco_cls is not COCO:
+            gt = coco_cls()
+            gt.dataset = coco.dataset
+            _quiet(gt.createIndex)
+            coco = gt
         coco_dt, _ = _quiet(coco.loadRes, [dict(d) for d in dets])
-        evaluator = COCOeval(coco, coco_dt, 'bbox')
+        evaluator = eval_cls(coco, coco_dt, 'bbox')
         evaluator.params.catIds = cat_ids
         evaluator.params.imgIds = img_ids
         evaluator.params.maxDets = list(self.proposal_nums)
@@ -273,6 +307,8 @@ class CocoMetric(BaseMetric):
         _, log = _quiet(lambda: (evaluator.evaluate(), evaluator.accumulate(),
                                  evaluator.summarize()))
         print_log(f'Evaluating {metric}...\n{log}', logger='current')
+        # Unrounded COCOeval.stats of the last evaluation, per metric.
+        self.coco_stats[metric] = [float(v) for v in evaluator.stats]
         results = OrderedDict(
             (prefix + item, float(f'{evaluator.stats[names.index(item)]:.3f}'))
             for item in items)

@@ -67,6 +67,13 @@ def levels_to_images(mlvl_tensors: List[Tensor], channels: int) -> Tensor:
         — the order of the anchors from ``grid_priors``.
     """
     batch = mlvl_tensors[0].size(0)
+    if len({t.size(1) for t in mlvl_tensors}) == 1:
+        # Same anchors per location on every level (RetinaNet, RPN): cat
+        # (B, H*W, A*channels) views (merging H and W never copies), one
+        # copy of the head outputs instead of two.
+        flat = [t.permute(0, 2, 3, 1).flatten(1, 2) for t in mlvl_tensors]
+        out = flat[0] if len(flat) == 1 else torch.cat(flat, dim=1)
+        return out.reshape(batch, -1, channels)
     flat = [
         t.permute(0, 2, 3, 1).reshape(batch, -1, channels)
         for t in mlvl_tensors

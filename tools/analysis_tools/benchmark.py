@@ -78,7 +78,8 @@ def _dataloader_cfg(cfg, dataset_type, batch_size, num_workers):
 
 def benchmark(cfg, checkpoint=None, task='inference', dataset_type='test',
               max_iter=200, num_warmup=5, repeat_num=1, batch_size=None,
-              num_workers=None, device=None):
+              num_workers=None, device=None, fuse_conv_bn=False,
+              channels_last=False):
     """A list with one :func:`summarize` dict per repeat."""
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
@@ -102,9 +103,11 @@ def benchmark(cfg, checkpoint=None, task='inference', dataset_type='test',
         from detkit.apis import init_detector
         if device is None:
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
-        model = init_detector(cfg, checkpoint, device=device)
+        model = init_detector(cfg, checkpoint, device=device,
+                              fuse_conv_bn=fuse_conv_bn,
+                              channels_last=channels_last)
 
-        @torch.no_grad()
+        @torch.inference_mode()
         def step(batch):
             model.test_step(batch)
     else:
@@ -136,6 +139,11 @@ def parse_args(argv=None):
                         help='override the data loader workers')
     parser.add_argument('--device', help='inference device (default: cuda '
                         'if available)')
+    parser.add_argument('--fuse-conv-bn', action='store_true',
+                        help='fold BatchNorm into the preceding convs '
+                        '(inference)')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='channels-last memory format (inference)')
     parser.add_argument('--out', help='write the results as JSON here')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
@@ -146,7 +154,8 @@ def main(argv=None):
     cfg = _load_cfg(args.config, args.cfg_options)
     results = benchmark(cfg, args.checkpoint, args.task, args.dataset_type,
                         args.max_iter, args.num_warmup, args.repeat_num,
-                        args.batch_size, args.num_workers, args.device)
+                        args.batch_size, args.num_workers, args.device,
+                        args.fuse_conv_bn, args.channels_last)
     for i, res in enumerate(results):
         print(f'[{args.task}] repeat {i + 1}/{len(results)}: '
               f'{res["images_per_second"]:.2f} images/s (median of '

@@ -253,6 +253,11 @@ class AnchorHead(BaseDenseHead):
         """
         cfg = self.test_cfg if cfg is None else cfg
         cfg = ConfigDict(cfg)
+        if cls_scores[0].dtype in (torch.float16, torch.bfloat16):
+            # fp16/bf16 inference: decode in float32 (bf16 has 8 bits of
+            # mantissa: a coordinate near 1000 px would be off by 4 px).
+            cls_scores = [s.float() for s in cls_scores]
+            bbox_preds = [b.float() for b in bbox_preds]
         featmap_sizes = [s.shape[-2:] for s in cls_scores]
         device = cls_scores[0].device
         mlvl_priors = self.prior_generator.grid_priors(

@@ -35,13 +35,43 @@ def topk_per_image(scores: Tensor, score_thr: float,
     """
     batch, num_priors, num_classes = scores.shape
     flat = scores.reshape(batch, -1)
-    # Pairs at or below the threshold can never be kept: push them to -inf
-    # so that topk ranks only surviving pairs, as a filter-then-sort would.
-    flat = flat.masked_fill(flat <= score_thr, float('-inf'))
     k = flat.size(1) if topk <= 0 else min(topk, flat.size(1))
-    top_scores, top_idx = flat.topk(k, dim=1)
+    keep = flat > score_thr
+    num_kept = int(keep.sum())
+    if num_kept * 4 <= flat.numel():
+        # Few pairs pass the threshold (the usual case): rank only those,
+        # instead of a top-k over every (prior, class) pair.
+        top_scores, top_idx = _topk_of_kept(flat, keep, k)
+    else:
+        # Pairs at or below the threshold can never be kept: push them to
+        # -inf so that topk ranks only surviving pairs, as a
+        # filter-then-sort would.
+        flat = flat.masked_fill(~keep, float('-inf'))
+        top_scores, top_idx = flat.topk(k, dim=1)
     valid = top_scores > float('-inf')
     return top_scores, top_idx // num_classes, top_idx % num_classes, valid
+
+
+def _topk_of_kept(flat: Tensor, keep: Tensor,
+                  k: int) -> Tuple[Tensor, Tensor]:
+    """``(B, k)`` descending scores and flat indices of the kept entries of
+    each row, padded with ``-inf`` / 0 — for the whole batch at once."""
+    img, idx = keep.nonzero(as_tuple=True)  # row-major: grouped by image
+    values = flat[img, idx]
+    # Descending by score, then (stable) grouped by image again.
+    order = values.argsort(descending=True, stable=True)
+    order = order[img[order].argsort(stable=True)]
+    img, idx, values = img[order], idx[order], values[order]
+    counts = torch.bincount(img, minlength=flat.size(0))
+    starts = counts.cumsum(0) - counts
+    rank = torch.arange(img.numel(), device=flat.device) - starts[img]
+    sel = rank < k
+    top_scores = flat.new_full((flat.size(0), k), float('-inf'))
+    top_idx = torch.zeros((flat.size(0), k), dtype=torch.long,
+                          device=flat.device)
+    top_scores[img[sel], rank[sel]] = values[sel]
+    top_idx[img[sel], rank[sel]] = idx[sel]
+    return top_scores, top_idx
 
 
 class BaseDenseHead(BaseModule):

@@ -8,9 +8,22 @@ With logits ``x``, ``p = sigmoid(x)`` and a 0/1 target ``t`` per class,
 Targets are class labels ``(N,)`` in ``[0, C]``; label ``C`` (background)
 becomes an all-zero row. This is mmdetection's CPU formula (its CUDA
 kernel is the same function up to float rounding), used on every device.
+
+RetinaNet evaluates it on ``B * N * C`` elements (2 x 200k anchors x 80
+classes = 32M per iteration), where the formula written with a one-hot
+target makes ~20 full-size temporaries forward and as many backward. With
+label targets, a per-anchor (or no) weight, ``gamma = 2`` and a summed
+reduction, :class:`_FocalLossSum` computes the same numbers with a handful:
+every element is first treated as a negative (``t = 0``, where the formula
+collapses to ``(1 - alpha) * p^2 * BCE(x, 0)``), then the one positive
+column of each foreground anchor is overwritten. Both directions repeat the
+arithmetic of the one-hot formula and of autograd's backward of it step by
+step, so loss and gradient are bitwise the same as the general path's on
+the same tensors (tests/test_models/test_losses/test_focal_loss.py).
 """
 from typing import Optional
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
@@ -19,13 +32,17 @@ from ...registry import MODELS
 from .utils import check_reduction, resolve_reduction, weight_reduce_loss
 
 
-def _one_hot(labels: Tensor, num_classes: int) -> Tensor:
-    """``(N,)`` labels in ``[0, C]`` -> ``(N, C)``; label C is all zeros."""
+def _check_labels(labels: Tensor, num_classes: int) -> None:
     if labels.numel() > 0 and (labels.min() < 0 or labels.max() > num_classes):
         raise ValueError(
             f'FocalLoss: labels must lie in [0, {num_classes}] (background '
             f'= {num_classes}), got min {int(labels.min())} and max '
             f'{int(labels.max())}')
+
+
+def _one_hot(labels: Tensor, num_classes: int) -> Tensor:
+    """``(N,)`` labels in ``[0, C]`` -> ``(N, C)``; label C is all zeros."""
+    _check_labels(labels, num_classes)
     return F.one_hot(labels, num_classes + 1)[:, :num_classes]
 
 
@@ -42,6 +59,75 @@ def _broadcast_weight(weight: Optional[Tensor], loss: Tensor):
                      f'{tuple(loss.shape)}')
 
 
+class _FocalLossSum(torch.autograd.Function):
+    """``sum(focal(x, t) * w)`` with gamma 2 for label targets.
+
+    Forward and backward recompute ``sigmoid(x)`` and ``logsigmoid(x)`` on
+    the full ``(N, C)`` tensor, as the general path does, so transcendental
+    values come from the same kernels on the same layout; everything else
+    is IEEE arithmetic whose order follows the general path (the
+    simplifications used are exact: ``a * 1``, ``a * 0 + b``, ``2 * a``).
+    """
+
+    @staticmethod
+    def forward(ctx, pred, labels, weight, alpha):
+        ctx.in_dtype = pred.dtype
+        if pred.dtype in (torch.float16, torch.bfloat16):
+            # fp16/bf16 logits (AMP): compute and sum in float32.
+            pred = pred.float()
+        if weight is not None:
+            weight = weight.to(pred.dtype)
+        num_classes = pred.size(1)
+        pos_rows = (labels < num_classes).nonzero(as_tuple=True)[0]
+        pos_cols = labels[pos_rows]
+        prob = pred.sigmoid()
+        log_sig = F.logsigmoid(pred)
+        pos_prob = prob[pos_rows, pos_cols]
+        pos_log_sig = log_sig[pos_rows, pos_cols]
+        # Negatives: pt = p, weight (1 - alpha), BCE(x, 0) = x - log s(x).
+        bce = log_sig.neg_().add_(pred)
+        loss = bce.mul_(prob.mul_(prob).mul_(1 - alpha))
+        # Positives: pt = 1 - p, weight alpha, BCE(x, 1) = -log s(x).
+        pt = 1 - pos_prob
+        loss[pos_rows, pos_cols] = (-pos_log_sig) * (pt * pt * alpha)
+        if weight is not None:
+            loss.mul_(weight[:, None])
+        ctx.save_for_backward(pred, weight, pos_rows, pos_cols)
+        ctx.alpha = alpha
+        return loss.sum()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        pred, weight, pos_rows, pos_cols = ctx.saved_tensors
+        alpha = ctx.alpha
+        grad_output = grad_output.to(pred.dtype)
+        # d(sum)/d(loss) per element (times the per-anchor weight).
+        grad_loss = grad_output.expand(pred.size(0), 1)
+        if weight is not None:
+            grad_loss = grad_loss * weight[:, None]
+        prob = pred.sigmoid()
+        log_sig = F.logsigmoid(pred)
+        pos_prob = prob[pos_rows, pos_cols]
+        pos_bce = -log_sig[pos_rows, pos_cols]
+        bce = log_sig.neg_().add_(pred)
+        # Negatives. loss = bce * fw, fw = (1 - alpha) * p^2.
+        grad_bce = (prob * prob).mul_(1 - alpha).mul_(grad_loss)
+        grad_pt = bce.mul_(grad_loss).mul_(1 - alpha).mul_(2.).mul_(prob)
+        # Through p = sigmoid(x) (grad * (1 - p) * p) and through the BCE
+        # (grad * (sigmoid(x) - t)).
+        grad = grad_pt.mul_(1 - prob).mul_(prob).add_(grad_bce.mul_(prob))
+        # Positives: the same chain with pt = 1 - p, weight alpha, t = 1.
+        if pos_rows.numel() > 0:
+            pos_grad_loss = grad_loss[pos_rows, 0]
+            pt = 1 - pos_prob
+            pos_grad_bce = pos_grad_loss * (pt * pt * alpha)
+            pos_grad_pt = pos_grad_loss * pos_bce * alpha * (2. * pt)
+            pos_grad = (-pos_grad_pt) * (1 - pos_prob) * pos_prob + (
+                pos_prob - 1) * pos_grad_bce
+            grad[pos_rows, pos_cols] = pos_grad
+        return grad.to(ctx.in_dtype), None, None, None
+
+
 def sigmoid_focal_loss(pred: Tensor,
                        target: Tensor,
                        weight: Optional[Tensor] = None,
@@ -53,6 +139,20 @@ def sigmoid_focal_loss(pred: Tensor,
     """Focal loss of ``pred (N, C)`` (logits, or probabilities when
     ``activated``) against ``target``: labels ``(N,)`` or a one-hot /
     soft ``(N, C)``."""
+    if (target.dim() == 1 and pred.dim() == 2 and not activated
+            and gamma == 2.0 and reduction in ('sum', 'mean')
+            and (reduction == 'sum' or avg_factor is not None)
+            and (weight is None or weight.numel() == pred.size(0))):
+        _check_labels(target, pred.size(1))
+        if weight is not None:
+            weight = weight.reshape(-1)
+        total = _FocalLossSum.apply(pred, target, weight, alpha)
+        if reduction == 'sum':
+            if avg_factor is not None:
+                return weight_reduce_loss(total, None, reduction, avg_factor)
+            return total
+        eps = torch.finfo(torch.float32).eps
+        return total / (avg_factor + eps)
     if target.dim() != pred.dim():
         target = _one_hot(target, pred.size(1))
     target = target.type_as(pred)

@@ -282,7 +282,8 @@ def test_batch_with_zero_padded_gt_count():
 
 
 def test_large_batch_is_fast_and_chunked():
-    """B=2, G=50, N=200k: the IoU is computed a few GTs at a time."""
+    """B=2, G=50, N=200k: the IoU is computed a block of priors at a time
+    (cache-sized temporaries)."""
     g = torch.Generator().manual_seed(0)
     priors = _random_boxes(200_000, size=1000., generator=g)
     gts = torch.stack([_random_boxes(50, size=1000., generator=g)
@@ -293,15 +294,15 @@ def test_large_batch_is_fast_and_chunked():
     original = assigner.iou_calculator
 
     def counting(b1, b2, *args, **kwargs):
-        calls.append(b1.shape[1])
+        calls.append((b1.shape[1], b2.shape[-2]))
         return original(b1, b2, *args, **kwargs)
 
     assigner.iou_calculator = counting
     start = time.perf_counter()
     result = assigner.assign_batch(priors, gts, labels)
     elapsed = time.perf_counter() - start
-    # 2^22 elements per chunk / (2 * 200k) -> 10 GTs per call.
-    assert calls == [10] * 5
+    # 2^18 elements per block / (2 * 50) -> 2621 priors per call.
+    assert calls == [(50, 2621)] * 76 + [(50, 200_000 - 76 * 2621)]
     assert elapsed < 20
     ref = loop_reference(priors, gts[1], labels[1], 0.5, 0.4, 0., True)
     assert torch.equal(result.gt_inds[1], ref[0])

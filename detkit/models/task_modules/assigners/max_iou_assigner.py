@@ -47,9 +47,11 @@ class MaxIoUAssigner:
         iou_calculator: TASK_UTILS config of the overlap function.
     """
 
-    # Elements of one (B, g, N) overlap chunk: bounds the temporary
-    # (B, g, N, 2) corner tensors of the IoU computation (~100 MB).
-    overlap_chunk_elems = 1 << 22
+    # Elements of one (B, G, n) block of the IoU computation: 1 MB float32
+    # temporaries, which stay in a core's L2 cache. Measured at B=2, G=50,
+    # N=201,600 on 2 cores: 0.18 s with 2^16..2^18, 0.20 s with 2^22,
+    # 0.51 s in one piece.
+    overlap_chunk_elems = 1 << 18
 
     def __init__(self,
                  pos_iou_thr: float,
@@ -197,20 +199,22 @@ class MaxIoUAssigner:
 
     # ------------------------------------------------------------- helpers
     def _overlaps(self, gt_bboxes: Tensor, priors: Tensor) -> Tensor:
-        """``(B, G, N)`` IoU, computed a few ground truths at a time so the
-        temporaries stay small (B=2, G=50, N=200k peaks at a few 100 MB)."""
+        """``(B, G, N)`` IoU, computed a block of priors at a time into one
+        buffer: a block's temporaries (``overlap_chunk_elems`` elements
+        each) stay in the CPU cache instead of streaming ``(B, G, N)``
+        tensors through memory once per arithmetic step."""
         num_imgs, num_gts = gt_bboxes.shape[:2]
-        per_gt = max(num_imgs * priors.size(-2), 1)
-        chunk = max(1, self.overlap_chunk_elems // per_gt)
-        if chunk >= num_gts:
+        num_priors = priors.size(-2)
+        chunk = max(1, self.overlap_chunk_elems // max(num_imgs * num_gts, 1))
+        if chunk >= num_priors:
             return self.iou_calculator(gt_bboxes, priors)
-        first = self.iou_calculator(gt_bboxes[:, :chunk], priors)
-        overlaps = first.new_empty((num_imgs, num_gts, first.size(-1)))
-        overlaps[:, :chunk] = first
-        del first
-        for start in range(chunk, num_gts, chunk):
-            overlaps[:, start:start + chunk] = self.iou_calculator(
-                gt_bboxes[:, start:start + chunk], priors)
+        overlaps = None
+        for start in range(0, num_priors, chunk):
+            block = self.iou_calculator(gt_bboxes,
+                                        priors[..., start:start + chunk, :])
+            if overlaps is None:
+                overlaps = block.new_empty((num_imgs, num_gts, num_priors))
+            overlaps[..., start:start + chunk] = block
         return overlaps
 
     def _ignored(self, priors: Tensor, ignore: Tensor,
