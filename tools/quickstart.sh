@@ -19,7 +19,9 @@ bash tools/setup_env.sh tests
 PY=.venv/bin/python
 
 echo "[quickstart] 1/4 generating the synthetic shapes dataset in $DATA_DIR"
-$PY tools/misc/make_shapes_dataset.py --out-dir "$DATA_DIR"
+$PY tools/misc/make_shapes_dataset.py --out-dir "$DATA_DIR" \
+  --img-size 128 --num-train 600 --num-val 100 --max-objects 4 \
+  --min-obj-size 16 --max-rotation 0 --img-format png
 
 echo "[quickstart] 2/4 training $CONFIG (CPU; a few minutes)"
 start=$(date +%s)

@@ -2,10 +2,12 @@
 
 Five classes that differ by outline alone (:data:`SHAPES_CLASSES`), drawn
 in saturated colours on noisy, blotchy backgrounds with faint lines. Sizes
-run from ``min_obj_size`` (12 px) to ``max_obj_frac`` of the image side;
-shapes may overlap, but each one keeps at least ``min_visible`` of its
-pixels, and its box is tight around its *visible* pixels. Everything is
-drawn without anti-aliasing, so a box edge is exactly a shape edge.
+run from ``min_obj_size`` (12 px) to ``max_obj_frac`` of the image side,
+and each shape is turned by up to ``max_rotation`` degrees (180: any
+angle; 0: upright, as in the quick start). Shapes may overlap, but each
+one keeps at least ``min_visible`` of its pixels, and its box is tight
+around its *visible* pixels. Everything is drawn without anti-aliasing, so
+a box edge is exactly a shape edge.
 
 Output of :func:`generate_shapes_dataset` (or
 ``tools/misc/make_shapes_dataset.py``)::
@@ -110,7 +112,8 @@ def render_image(rng: np.random.Generator,
                  max_objects: int = 6,
                  min_obj_size: float = 12,
                  max_obj_frac: float = 0.6,
-                 min_visible: float = 0.8):
+                 min_visible: float = 0.8,
+                 max_rotation: float = 180):
     """Draw one image.
 
     Returns ``(img, objects)``: ``img`` is BGR uint8 ``(h, w, 3)``;
@@ -128,7 +131,7 @@ def render_image(rng: np.random.Generator,
         label = int(rng.integers(len(SHAPES_CLASSES)))
         # Uniform in sqrt(size): mostly medium objects, some small.
         size = float(rng.uniform(lo, hi)**2)
-        angle = float(rng.uniform(0, 2 * math.pi))
+        angle = float(rng.uniform(-1, 1) * math.radians(max_rotation))
         for _attempt in range(20):
             margin = 0.6 * size + 1
             center = (rng.uniform(margin, w - margin),
@@ -197,6 +200,7 @@ def generate_shapes_dataset(out_dir: str,
                             max_objects: int = 6,
                             min_obj_size: float = 12,
                             max_obj_frac: float = 0.6,
+                            max_rotation: float = 180,
                             img_format: str = 'jpg') -> Dict[str, str]:
     """Write the dataset under ``out_dir`` (see the module docstring).
 
@@ -205,6 +209,8 @@ def generate_shapes_dataset(out_dir: str,
         max_objects: 1 to ``max_objects`` shapes per image.
         min_obj_size, max_obj_frac: the shape extent runs from
             ``min_obj_size`` px to ``max_obj_frac * min(w, h)``.
+        max_rotation: shapes are turned by a uniform angle in
+            ``[-max_rotation, max_rotation]`` degrees (0: all upright).
         img_format: ``'jpg'`` (quality 95) or ``'png'``.
 
     Returns:
@@ -228,7 +234,7 @@ def generate_shapes_dataset(out_dir: str,
     os.makedirs(paths['img_dir'], exist_ok=True)
     os.makedirs(osp.dirname(paths['train_ann_file']), exist_ok=True)
     render_kw = dict(max_objects=max_objects, min_obj_size=min_obj_size,
-                     max_obj_frac=max_obj_frac)
+                     max_obj_frac=max_obj_frac, max_rotation=max_rotation)
     first_id = 1
     for split, num in (('train', num_train), ('val', num_val)):
         coco = _write_split(out_dir, split, num, img_wh, seed, first_id,

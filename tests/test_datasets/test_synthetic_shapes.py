@@ -126,3 +126,30 @@ def test_rendered_boxes_are_tight_and_objects_visible(seed):
         if ring.sum() > 20:
             diff = np.abs(img[mask].mean(0) - img[ring].mean(0)).max()
             assert diff > 30
+
+
+def _fill_fraction_of_squares(max_rotation):
+    """Pixel count / box area of every lone square in 60 one-shape
+    images."""
+    fractions = []
+    for seed in range(60):
+        _, objects = render_image(np.random.default_rng(seed), (96, 96),
+                                  max_objects=1, min_obj_size=16,
+                                  max_rotation=max_rotation)
+        for obj in objects:
+            if obj['label'] == SHAPES_CLASSES.index('square'):
+                w, h = obj['bbox'][2:]
+                fractions.append(obj['area'] / (w * h))
+    return fractions
+
+
+def test_max_rotation_zero_draws_upright_shapes():
+    upright = _fill_fraction_of_squares(0)
+    assert len(upright) >= 5
+    # an axis-aligned square fills its box exactly
+    assert all(f == 1.0 for f in upright)
+    turned = _fill_fraction_of_squares(180)
+    assert len(turned) >= 5
+    # a square turned by t fills 1 / (|cos t| + |sin t|)^2 of its box,
+    # down to 1/2 at 45 degrees
+    assert min(turned) < 0.75 and sum(f < 0.95 for f in turned) >= 3

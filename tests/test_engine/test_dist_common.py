@@ -86,6 +86,8 @@ def write_config(path, data_root, hooks=(), **top_level):
         'val_evaluator = None',
         'val_cfg = None',
         'train_cfg = dict(max_epochs=1, val_interval=1)',
+        # --auto-scale-lr halves the lr for 2 processes x batch 2
+        'auto_scale_lr = dict(enable=False, base_batch_size=8)',
         'default_hooks = dict(logger=dict(interval=1), checkpoint=dict('
         'interval=1, max_keep_ckpts=-1, save_best=None))',
         # 'nccl' as in every config: detkit must switch to gloo on CPU. A

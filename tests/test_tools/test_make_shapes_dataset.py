@@ -23,7 +23,8 @@ def test_cli_writes_the_requested_dataset(tmp_path, capsys):
     paths = _tool().main([
         '--out-dir', str(out), '--num-train', '5', '--num-val', '2',
         '--img-size', '96', '--seed', '3', '--img-format', 'png',
-        '--max-objects', '1', '--min-obj-size', '20', '--max-obj-frac', '0.4'
+        '--max-objects', '1', '--min-obj-size', '20', '--max-obj-frac', '0.4',
+        '--max-rotation', '0'
     ])
     assert paths['data_root'] == str(out)
     printed = capsys.readouterr().out
@@ -40,6 +41,8 @@ def test_cli_writes_the_requested_dataset(tmp_path, capsys):
     assert len(train['annotations']) == 5
     for ann in train['annotations']:
         assert 10 <= max(ann['bbox'][2:]) <= 39
+        if ann['category_id'] == 2:  # an upright square fills its box
+            assert ann['area'] == ann['bbox'][2] * ann['bbox'][3]
     img = cv2.imread(str(out / 'images' / 'val_000001.png'))
     assert img.shape == (96, 96, 3)
 

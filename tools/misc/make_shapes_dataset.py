@@ -44,6 +44,9 @@ def parse_args(argv=None):
     parser.add_argument('--max-obj-frac', type=float, default=0.6,
                         help='largest shape extent as a fraction of the '
                         'image side (default 0.6)')
+    parser.add_argument('--max-rotation', type=float, default=180,
+                        help='shapes turn by up to this many degrees either '
+                        'way (default 180; 0 draws them upright)')
     parser.add_argument('--img-format', default='jpg', choices=['jpg',
                                                                 'png'])
     return parser.parse_args(argv)
@@ -63,6 +66,7 @@ def main(argv=None):
         max_objects=args.max_objects,
         min_obj_size=args.min_obj_size,
         max_obj_frac=args.max_obj_frac,
+        max_rotation=args.max_rotation,
         img_format=args.img_format)
     print(f'wrote {args.num_train} train and {args.num_val} val images of '
           f'{args.img_size}x{args.img_size} ({", ".join(SHAPES_CLASSES)}) '
