@@ -55,6 +55,21 @@ def pad_instances(batch_instances: Sequence[Optional[InstanceData]],
     return bboxes, labels, valid
 
 
+def upcast_low_precision(tensors: Sequence[Optional[Tensor]]) -> list:
+    """``tensors`` with every float16/bfloat16 one cast to float32 (others,
+    and ``None``, as they are).
+
+    Heads decode boxes from these in float32: under fp16/bf16 autocast
+    inference, bf16's 8-bit mantissa would put a coordinate near 1000 px
+    up to 4 px off.
+    """
+    return [
+        t.float() if t is not None and t.dtype in (torch.float16,
+                                                   torch.bfloat16) else t
+        for t in tensors
+    ]
+
+
 def levels_to_images(mlvl_tensors: List[Tensor], channels: int) -> Tensor:
     """Flatten per-level head outputs into one tensor per batch.
 

@@ -15,7 +15,8 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from ...registry import MODELS, TASK_UTILS
-from ..utils import empty_instances, levels_to_images, pad_instances
+from ..utils import (empty_instances, levels_to_images, pad_instances,
+                     upcast_low_precision)
 from .base_dense_head import BaseDenseHead, topk_per_image
 
 
@@ -253,11 +254,9 @@ class AnchorHead(BaseDenseHead):
         """
         cfg = self.test_cfg if cfg is None else cfg
         cfg = ConfigDict(cfg)
-        if cls_scores[0].dtype in (torch.float16, torch.bfloat16):
-            # fp16/bf16 inference: decode in float32 (bf16 has 8 bits of
-            # mantissa: a coordinate near 1000 px would be off by 4 px).
-            cls_scores = [s.float() for s in cls_scores]
-            bbox_preds = [b.float() for b in bbox_preds]
+        # fp16/bf16 inference: decode in float32.
+        cls_scores = upcast_low_precision(cls_scores)
+        bbox_preds = upcast_low_precision(bbox_preds)
         featmap_sizes = [s.shape[-2:] for s in cls_scores]
         device = cls_scores[0].device
         mlvl_priors = self.prior_generator.grid_priors(

@@ -23,7 +23,8 @@ from torch import Tensor
 
 from ...registry import MODELS
 from ..layers import ConvModule
-from ..utils import empty_instances, levels_to_images
+from ..utils import (empty_instances, levels_to_images,
+                     upcast_low_precision)
 from .anchor_head import AnchorHead
 
 
@@ -128,6 +129,9 @@ class RPNHead(AnchorHead):
             raise ValueError('RPNHead.predict_by_feat: proposals always go '
                              'through NMS (with_nms=False is not supported)')
         cfg = ConfigDict(self.test_cfg if cfg is None else cfg)
+        # fp16/bf16 inference: anchors, scores and proposals in float32.
+        cls_scores = upcast_low_precision(cls_scores)
+        bbox_preds = upcast_low_precision(bbox_preds)
         featmap_sizes = [s.shape[-2:] for s in cls_scores]
         device = cls_scores[0].device
         mlvl_priors = self.prior_generator.grid_priors(

@@ -21,7 +21,7 @@ from torch import Tensor
 from ....registry import MODELS, TASK_UTILS
 from ...layers import multiclass_nms
 from ...losses import accuracy
-from ...utils import empty_instances
+from ...utils import empty_instances, upcast_low_precision
 
 
 def _check_linear(cfg: dict, key: str) -> None:
@@ -275,6 +275,10 @@ class BBoxHead(BaseModule):
         ``labels (K,)`` by descending score.
         """
         counts = [len(r) for r in rois]
+        # fp16/bf16 inference: softmax and decoding in float32.
+        rois = upcast_low_precision(rois)
+        cls_scores = upcast_low_precision(cls_scores)
+        bbox_preds = upcast_low_precision(bbox_preds)
         all_rois = torch.cat(list(rois))
         device = all_rois.device
         if all_rois.size(0) == 0:
