@@ -27,6 +27,7 @@ import torch
 from mmengine.config import Config
 from mmengine.utils import ProgressBar
 
+from ..utils.scope import to_detkit_scope
 from .inference import build_test_pipeline, inference_detector, init_detector
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif',
@@ -53,14 +54,12 @@ def resolve_config(model=None, weights: Optional[str] = None) -> Config:
             raise ValueError(
                 f'{weights} holds no config (meta["cfg"]); pass model=CONFIG '
                 'as well')
-        cfg = Config.fromstring(meta['cfg'], '.py')
-        if cfg.get('default_scope') == 'mmdet':
-            # mmdetection's own checkpoints: detkit takes the same configs.
-            cfg.default_scope = 'detkit'
-        return cfg
+        # mmdetection's own checkpoints: detkit takes the same configs.
+        return to_detkit_scope(Config.fromstring(meta['cfg'], '.py'),
+                               source=f'{weights} (meta["cfg"])')
     model = str(model)
     if osp.isfile(model):
-        return Config.fromfile(model)
+        return to_detkit_scope(Config.fromfile(model), source=model)
     name = osp.splitext(osp.basename(model))[0]
     found = sorted(glob.glob(osp.join(CONFIG_ROOT, '**', name + '.py'),
                              recursive=True))

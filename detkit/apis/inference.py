@@ -10,6 +10,7 @@ from mmengine.dataset import Compose
 from mmengine.registry import DefaultScope
 
 from ..registry import MODELS
+from ..utils.scope import to_detkit_scope
 
 ImageLike = Union[str, np.ndarray]
 
@@ -61,7 +62,7 @@ def init_detector(config,
     cfg = _load_config(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    cfg.setdefault('default_scope', 'detkit')
+    to_detkit_scope(cfg)  # mmdetection's configs run as they are
     # Never download weights while building a model for inference: the
     # checkpoint (or, without one, a random init) replaces them.
     model_cfg = copy.deepcopy(cfg.model)

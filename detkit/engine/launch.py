@@ -11,6 +11,7 @@ from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 
 from detkit.registry import RUNNERS
+from detkit.utils.scope import to_detkit_scope
 from .runner import DetRunner
 
 
@@ -49,8 +50,8 @@ def load_config(path, args):
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
-    if cfg.get('default_scope') is None:
-        cfg.default_scope = 'detkit'
+    # mmdetection's own configs (default_scope='mmdet') run as they are.
+    to_detkit_scope(cfg, source=path)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:

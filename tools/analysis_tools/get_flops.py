@@ -24,7 +24,8 @@ def _load_cfg(path, cfg_options=None):
     cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    cfg.setdefault('default_scope', 'detkit')
+    from detkit.utils import to_detkit_scope
+    to_detkit_scope(cfg, source=path)  # mmdetection configs run as they are
     return cfg
 
 

@@ -66,7 +66,8 @@ def parse_args(argv=None):
 def main(argv=None):
     """Returns the ``LoadReport`` (falsy when everything matched)."""
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
+    from detkit.utils import to_detkit_scope
+    cfg = to_detkit_scope(Config.fromfile(args.config), source=args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     model, report = check(cfg, args.checkpoint)
