@@ -91,6 +91,9 @@ class Bottleneck(_ResBlock):
 
     ``style='pytorch'`` puts the stride on the 3x3 conv, ``'caffe'`` on the
     first 1x1 (the layout of the original Caffe/Detectron weights).
+    ``width`` (default ``planes``) is the channel count of the first two
+    convs and ``groups`` that of the 3x3 conv; ResNeXt sets both (see
+    :mod:`detkit.models.backbones.resnext`).
     """
 
     expansion = 4
@@ -104,21 +107,25 @@ class Bottleneck(_ResBlock):
                  style='pytorch',
                  with_cp=False,
                  conv_cfg=None,
-                 norm_cfg=dict(type='BN')):
+                 norm_cfg=dict(type='BN'),
+                 groups=1,
+                 width=None):
         super().__init__()
         if style not in ('pytorch', 'caffe'):
             raise ValueError(f"ResNet style must be 'pytorch' or 'caffe', "
                              f'got {style!r}')
         stride1, stride2 = (1, stride) if style == 'pytorch' else (stride, 1)
+        width = planes if width is None else width
         self.with_cp = with_cp
-        self.conv1 = _conv(conv_cfg, inplanes, planes, 1, stride=stride1)
-        self.norm1_name, norm1 = build_norm_layer(norm_cfg, planes, 1)
+        self.conv1 = _conv(conv_cfg, inplanes, width, 1, stride=stride1)
+        self.norm1_name, norm1 = build_norm_layer(norm_cfg, width, 1)
         self.add_module(self.norm1_name, norm1)
-        self.conv2 = _conv(conv_cfg, planes, planes, 3, stride=stride2,
-                           padding=dilation, dilation=dilation)
-        self.norm2_name, norm2 = build_norm_layer(norm_cfg, planes, 2)
+        self.conv2 = _conv(conv_cfg, width, width, 3, stride=stride2,
+                           padding=dilation, dilation=dilation,
+                           groups=groups)
+        self.norm2_name, norm2 = build_norm_layer(norm_cfg, width, 2)
         self.add_module(self.norm2_name, norm2)
-        self.conv3 = _conv(conv_cfg, planes, planes * self.expansion, 1)
+        self.conv3 = _conv(conv_cfg, width, planes * self.expansion, 1)
         self.norm3_name, norm3 = build_norm_layer(
             norm_cfg, planes * self.expansion, 3)
         self.add_module(self.norm3_name, norm3)
@@ -266,6 +273,7 @@ class ResNet(BaseModule):
         self.norm_eval = norm_eval
         self.zero_init_residual = zero_init_residual
         stem_channels = stem_channels or base_channels
+        self.base_channels = base_channels
         self.block, stage_blocks = self.arch_settings[depth]
 
         self._make_stem(in_channels, stem_channels, conv_cfg, norm_cfg)
@@ -277,12 +285,18 @@ class ResNet(BaseModule):
             layer = make_res_layer(
                 self.block, inplanes, planes, num_blocks, strides[i],
                 dilations[i], avg_down=avg_down, conv_cfg=conv_cfg,
-                norm_cfg=norm_cfg, style=style, with_cp=with_cp)
+                norm_cfg=norm_cfg, style=style, with_cp=with_cp,
+                **self._block_kwargs(planes))
             inplanes = planes * self.block.expansion
             self.add_module(f'layer{i + 1}', layer)
             self.res_layers.append(f'layer{i + 1}')
         self.feat_dim = inplanes
         self._freeze_stages()
+
+    def _block_kwargs(self, planes):
+        """Extra block arguments of a stage with ``planes`` (none here;
+        ResNeXt adds its group width)."""
+        return {}
 
     def _make_stem(self, in_channels, stem_channels, conv_cfg, norm_cfg):
         """7x7/2 conv (``conv1``, ``bn1``) or, with ``deep_stem``, three 3x3

@@ -290,3 +290,47 @@ def test_errors_name_the_problem():
         ResNet(50, dcn=dict(type='DCNv2'))
     with pytest.raises(TypeError, match='frozen_stages'):
         MODELS.build(dict(type='ResNet', depth=18, frozen_stage=1))
+
+
+@pytest.mark.parametrize('checkpoint,file_name,style', [
+    # faster-rcnn_r50-tnr-pre_fpn_1x_coco.py: torchvision's V2 weights by URL
+    ('https://download.pytorch.org/models/resnet50-11ad3fa6.pth',
+     'resnet50-11ad3fa6.pth', 'pytorch'),
+    # the *-caffe_* and *-caffe-dc5 / -c4 configs
+    ('open-mmlab://detectron2/resnet50_caffe', 'resnet50_msra-5891d200.pth',
+     'caffe'),
+])
+def test_pretrained_url_and_detectron2_names_read_the_hub_cache(
+        tmp_path, monkeypatch, checkpoint, file_name, style):
+    """A URL and an ``open-mmlab://`` name take the same route as
+    ``torchvision://``: the file ``$TORCH_HOME/hub/checkpoints/<URL
+    basename>``, used without a download when it is there."""
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    monkeypatch.setattr(torch.hub, '_hub_dir', None)
+    cache = tmp_path / 'hub' / 'checkpoints'
+    cache.mkdir(parents=True)
+    expected = _known_state_dict(torchvision.models.resnet50(weights=None))
+    torch.save(expected, cache / file_name)
+    model = MODELS.build(
+        dict(type='ResNet', depth=50, style=style,
+             norm_cfg=dict(type='BN', requires_grad=style == 'pytorch'),
+             init_cfg=dict(type='Pretrained', checkpoint=checkpoint)))
+    model.init_weights()
+    _assert_loaded(model, expected)
+
+
+def test_tnr_optimizer_settings_build_on_the_backbone():
+    """The tnr config trains with AdamW and ``paramwise_cfg=dict(
+    norm_decay_mult=0., bypass_duplicate=True)`` (mmengine's constructor):
+    norm weights and biases get no weight decay, convs keep 0.1."""
+    from mmengine.optim import build_optim_wrapper
+    model = ResNet(18)
+    wrapper = build_optim_wrapper(model, dict(
+        optimizer=dict(type='AdamW', lr=0.0001, weight_decay=0.1),
+        paramwise_cfg=dict(norm_decay_mult=0., bypass_duplicate=True)))
+    decay = {id(g['params'][0]): g['weight_decay']
+             for g in wrapper.optimizer.param_groups}
+    assert decay[id(model.conv1.weight)] == 0.1
+    assert decay[id(model.bn1.weight)] == 0.0
+    assert decay[id(model.layer4[1].bn2.bias)] == 0.0
+    assert len(decay) == len(list(model.parameters()))
