@@ -1,8 +1,11 @@
-"""IoU and GIoU losses on decoded boxes ``(N, 4)`` ``(x1, y1, x2, y2)``.
+"""IoU-family losses on decoded boxes ``(N, 4)`` ``(x1, y1, x2, y2)``.
 
 IoU is computed row by row (aligned) with the union clamped to >= 1e-6;
-GIoU subtracts ``(enclosing area - union) / enclosing area``.
+GIoU subtracts ``(enclosing area - union) / enclosing area``; CIoU
+subtracts a centre-distance and an aspect-ratio term; Bounded IoU is a
+smooth L1 of four per-coordinate IoU bounds. See ``docs/losses.md``.
 """
+import math
 import warnings
 from typing import Optional
 
@@ -165,4 +168,170 @@ class GIoULoss(nn.Module):
         if early is not None:
             return early
         return self.loss_weight * giou_loss(pred, target, weight, self.eps,
+                                            reduction, avg_factor)
+
+
+def bounded_iou_loss(pred: Tensor,
+                     target: Tensor,
+                     beta: float = 0.2,
+                     eps: float = 1e-3) -> Tensor:
+    """Bounded IoU terms (Tychsen-Smith & Petersson, 2018), ``(N, 4)``.
+
+    With centres ``(cx, cy)``, sizes ``(w, h)`` and ``d = target - pred``
+    (centres), each term bounds the IoU reachable when only that
+    coordinate is wrong, and the four terms go through a smooth L1:
+
+        l_x = 1 - max((w_t - 2|dx|) / (w_t + 2|dx| + eps), 0)   (l_y alike)
+        l_w = 1 - min(w_t / (w_p + eps), w_p / (w_t + eps))     (l_h alike)
+        loss = 0.5 l^2 / beta  if l < beta  else  l - 0.5 beta
+
+    The target is a constant (no gradient reaches it). Identical boxes give
+    ``l ~ eps / w``, so a loss of order ``(eps / w)^2 / beta``, not exactly 0.
+    """
+    pred_ctr = (pred[:, :2] + pred[:, 2:]) * 0.5
+    pred_wh = pred[:, 2:] - pred[:, :2]
+    target = target.detach()
+    target_ctr = (target[:, :2] + target[:, 2:]) * 0.5
+    target_wh = target[:, 2:] - target[:, :2]
+    shift = 2 * (target_ctr - pred_ctr).abs()
+    loss_xy = 1 - ((target_wh - shift) /
+                   (target_wh + shift + eps)).clamp(min=0)
+    loss_wh = 1 - torch.min(target_wh / (pred_wh + eps),
+                            pred_wh / (target_wh + eps))
+    # columns: x, y, w, h
+    terms = torch.cat([loss_xy, loss_wh], dim=1)
+    return torch.where(terms < beta, 0.5 * terms * terms / beta,
+                       terms - 0.5 * beta)
+
+
+def aligned_ciou(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+    """Complete IoU (Zheng et al., 2020) of ``pred (N, 4)`` and ``target
+    (N, 4)`` row by row, ``(N,)``:
+
+        CIoU = IoU - rho^2 / c^2 - alpha * v
+        v = 4 / pi^2 * (atan(w_t / h_t) - atan(w_p / h_p))^2
+        alpha = v / (1 - IoU + v)  where IoU > 0.5, else 0
+
+    ``rho`` is the distance of the centres, ``c`` the diagonal of the
+    smallest enclosing box. ``eps`` is added to the union, to ``c^2`` and to
+    both heights. ``alpha`` is a constant for the gradient (the paper's
+    choice) and zero for IoU <= 0.5, as in mmdetection. Where ``v = 0``
+    the term is 0; the plain quotient would be 0 / 0 = NaN for a box equal
+    to its target (IoU rounds to 1 in float32).
+    """
+    lt = torch.max(pred[:, :2], target[:, :2])
+    rb = torch.min(pred[:, 2:], target[:, 2:])
+    overlap = (rb - lt).clamp(min=0).prod(dim=1)
+    pred_wh = pred[:, 2:] - pred[:, :2]
+    target_wh = target[:, 2:] - target[:, :2]
+    union = pred_wh.prod(dim=1) + target_wh.prod(dim=1) - overlap + eps
+    ious = overlap / union
+    enclose_wh = (torch.max(pred[:, 2:], target[:, 2:]) -
+                  torch.min(pred[:, :2], target[:, :2])).clamp(min=0)
+    c2 = (enclose_wh**2).sum(dim=1) + eps
+    # squared centre distance: ((x1 + x2)_t - (x1 + x2)_p)^2 / 4 + same in y
+    rho2 = (((target[:, :2] + target[:, 2:]) -
+             (pred[:, :2] + pred[:, 2:]))**2).sum(dim=1) / 4
+    v = (4 / math.pi**2) * (
+        torch.atan(target_wh[:, 0] / (target_wh[:, 1] + eps)) -
+        torch.atan(pred_wh[:, 0] / (pred_wh[:, 1] + eps)))**2
+    with torch.no_grad():
+        active = (ious > 0.5) & (v > 0)
+        alpha = torch.where(active, v / (1 - ious + v), torch.zeros_like(v))
+    return ious - (rho2 / c2 + alpha * v)
+
+
+def ciou_loss(pred: Tensor,
+              target: Tensor,
+              weight: Optional[Tensor] = None,
+              eps: float = 1e-7,
+              reduction: str = 'mean',
+              avg_factor=None) -> Tensor:
+    """``1 - CIoU`` per row, CIoU clamped to ``[-1, 1]``."""
+    loss = 1 - aligned_ciou(pred, target, eps).clamp(min=-1.0, max=1.0)
+    return weight_reduce_loss(loss, weight, reduction, avg_factor)
+
+
+@MODELS.register_module()
+class BoundedIoULoss(nn.Module):
+    """Bounded IoU loss: :func:`bounded_iou_loss`, four terms per box.
+
+    Args:
+        beta: smooth L1 switch point.
+        eps: added to the denominators.
+        reduction: ``'none'`` (``(N, 4)``), ``'mean'`` or ``'sum'``.
+        loss_weight: multiplies the loss.
+
+    ``weight`` is ``(N, 4)`` (one per term, as the RoI head's box weights)
+    or ``(N,)`` (one per box); ``'mean'`` averages over the ``4 N`` terms,
+    or divides their sum by ``avg_factor``. A weight without a positive
+    entry returns 0 at once (``(pred * weight).sum()``), as in the IoU
+    losses.
+    """
+
+    def __init__(self,
+                 beta: float = 0.2,
+                 eps: float = 1e-3,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0):
+        super().__init__()
+        if beta <= 0:
+            raise ValueError(f'BoundedIoULoss: beta must be positive, got '
+                             f'{beta}')
+        self.beta = beta
+        self.eps = eps
+        self.reduction = check_reduction(reduction, 'BoundedIoULoss')
+        self.loss_weight = loss_weight
+
+    def forward(self,
+                pred: Tensor,
+                target: Tensor,
+                weight: Optional[Tensor] = None,
+                avg_factor=None,
+                reduction_override: Optional[str] = None) -> Tensor:
+        """``pred``, ``target``: ``(N, 4)`` boxes; ``weight (N, 4)`` or
+        ``(N,)``."""
+        reduction = resolve_reduction(self, reduction_override)
+        if weight is not None:
+            if weight.dim() == 1:
+                weight = weight[:, None]
+            if reduction != 'none' and not bool(torch.any(weight > 0)):
+                return (pred * weight).sum()
+        loss = bounded_iou_loss(pred, target, self.beta, self.eps)
+        return self.loss_weight * weight_reduce_loss(loss, weight, reduction,
+                                                     avg_factor)
+
+
+@MODELS.register_module()
+class CIoULoss(nn.Module):
+    """Complete IoU loss, ``1 - CIoU`` (:func:`aligned_ciou`).
+
+    Args:
+        eps: added to the union, the enclosing diagonal and the heights.
+        reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+        loss_weight: multiplies the loss.
+    """
+
+    def __init__(self,
+                 eps: float = 1e-6,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0):
+        super().__init__()
+        self.eps = eps
+        self.reduction = check_reduction(reduction, 'CIoULoss')
+        self.loss_weight = loss_weight
+
+    def forward(self,
+                pred: Tensor,
+                target: Tensor,
+                weight: Optional[Tensor] = None,
+                avg_factor=None,
+                reduction_override: Optional[str] = None) -> Tensor:
+        """``pred``, ``target``: ``(N, 4)`` boxes; ``weight (N,)`` or
+        ``(N, 4)`` (its row mean)."""
+        reduction = resolve_reduction(self, reduction_override)
+        early, weight = _prepare_weight(pred, weight, reduction)
+        if early is not None:
+            return early
+        return self.loss_weight * ciou_loss(pred, target, weight, self.eps,
                                             reduction, avg_factor)
