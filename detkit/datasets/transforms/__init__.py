@@ -20,6 +20,7 @@ from .formatting import PackDetInputs
 from .loading import (BrokenImageError, LoadAnnotations, LoadImageFromFile,
                       LoadImageFromNDArray)
 from .photometric import PhotoMetricDistortion
+from .test_time_aug import TestTimeAug  # noqa: F401
 from .transforms import (Expand, MinIoURandomCrop, Pad, RandomChoiceResize,
                          RandomFlip, Resize)
 
