@@ -4,9 +4,10 @@ from .conv_module import (ConvModule, DepthwiseSeparableConvModule,
 from .fuse_conv_bn import count_batchnorms, fuse_conv_bn
 from .nms import batched_nms, multiclass_nms, nms
 from .roi_align import RoIAlign
+from .scale import Scale
 
 __all__ = [
     'ConvModule', 'DepthwiseSeparableConvModule', 'build_norm_layer',
     'build_activation_layer', 'nms', 'batched_nms', 'multiclass_nms',
-    'RoIAlign', 'fuse_conv_bn', 'count_batchnorms'
+    'RoIAlign', 'fuse_conv_bn', 'count_batchnorms', 'Scale'
 ]

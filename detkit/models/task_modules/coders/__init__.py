@@ -1,4 +1,5 @@
 """Box coders, registered in ``TASK_UTILS``."""
 from .delta_xywh_bbox_coder import DeltaXYWHBBoxCoder
+from .distance_point_bbox_coder import DistancePointBBoxCoder
 
-__all__ = ['DeltaXYWHBBoxCoder']
+__all__ = ['DeltaXYWHBBoxCoder', 'DistancePointBBoxCoder']
