@@ -41,7 +41,7 @@ def _rewrite_scopes(node) -> int:
     return count
 
 
-def to_detkit_scope(cfg, source: Optional[str] = None):
+def to_detkit_scope(cfg, source: Optional[str] = None, log: bool = True):
     """Make ``cfg`` (an mmengine ``Config``) build with detkit's registries.
 
     - no ``default_scope``: it becomes ``'detkit'`` (silently, as before);
@@ -51,8 +51,8 @@ def to_detkit_scope(cfg, source: Optional[str] = None):
       ``'detkit'`` / ``'detkit.X'`` (counted in the same line).
 
     Any other scope (a downstream project's own) is left alone. Calling it
-    again on the same config changes nothing and logs nothing. Returns
-    ``cfg``.
+    again on the same config changes nothing and logs nothing; ``log=False``
+    (for tools that report it their own way) never logs. Returns ``cfg``.
     """
     scope = cfg.get('default_scope')
     # Config.__getattr__ returns ConfigDicts; rewrite through the mapping
@@ -64,7 +64,7 @@ def to_detkit_scope(cfg, source: Optional[str] = None):
         cfg.default_scope = DETKIT_SCOPE
     elif scope == MMDET_SCOPE:
         cfg.default_scope = DETKIT_SCOPE
-    if scope == MMDET_SCOPE or rewritten:
+    if log and (scope == MMDET_SCOPE or rewritten):
         name = source or getattr(cfg, 'filename', None) or 'the config'
         what = f"has default_scope={scope!r}" if scope == MMDET_SCOPE else \
             'names the mmdet scope'
