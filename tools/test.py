@@ -3,7 +3,7 @@
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out out.pkl]
         [--show] [--show-dir DIR] [--wait-time SECONDS]
         [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
-        [--fuse-conv-bn] [--channels-last]
+        [--fuse-conv-bn] [--channels-last] [--allow-partial-checkpoint]
 
 The config handling lives in detkit.engine.launch; this file only parses.
 """
@@ -56,9 +56,18 @@ def parse_args(argv=None):
         '--wait-time', type=float, default=2,
         help='seconds each image is shown with --show')
     parser.add_argument(
+        '--tta', action='store_true',
+        help='test-time augmentation: the config\'s tta_model and '
+        'tta_pipeline, or a horizontal-flip TTA of its test pipeline')
+    parser.add_argument(
         '--fuse-conv-bn', action='store_true',
         help='fold BatchNorm into the preceding convs (faster; the same '
         'predictions up to float rounding)')
+    parser.add_argument(
+        '--allow-partial-checkpoint', action='store_true',
+        help='test even when the checkpoint holds fewer than half of the '
+        "model's weights (the rest keep random initial values); refused "
+        'by default')
     parser.add_argument(
         '--channels-last', action='store_true',
         help='channels-last memory format (faster convs on CPU/oneDNN and '
@@ -75,6 +84,9 @@ def main(argv=None):
     try:
         cfg = load_config(args.config, args)
         cfg = apply_test_args(cfg, args)
+        if args.tta:
+            from detkit.models.test_time_augs import enable_tta
+            enable_tta(cfg)
     except FileNotFoundError as err:
         parser.error(str(err))
     runner = build_runner(cfg)

@@ -28,7 +28,9 @@ from mmengine.config import Config
 from mmengine.utils import ProgressBar
 
 from ..utils.scope import to_detkit_scope
-from .inference import build_test_pipeline, inference_detector, init_detector
+from .image_check import check_images
+from .inference import (build_test_pipeline, check_device,
+                        inference_detector, init_detector)
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif',
                   '.tiff', '.webp')
@@ -49,8 +51,9 @@ def resolve_config(model=None, weights: Optional[str] = None) -> Config:
             raise ValueError('DetInferencer needs a model (config file or '
                              'name) or weights whose meta holds the config')
         from ..engine.checkpoint import load_checkpoint_file
-        meta = load_checkpoint_file(weights).get('meta') or {}
-        if not meta.get('cfg'):
+        from ..engine.plain_data import checkpoint_meta
+        meta = checkpoint_meta(load_checkpoint_file(weights), weights)
+        if not isinstance(meta.get('cfg'), str) or not meta['cfg']:
             raise ValueError(
                 f'{weights} holds no config (meta["cfg"]); pass model=CONFIG '
                 'as well')
@@ -75,6 +78,19 @@ def resolve_config(model=None, weights: Optional[str] = None) -> Config:
     raise FileNotFoundError(
         f'{model!r} is neither a config file nor the name of a config under '
         f'{CONFIG_ROOT}.{hint}')
+
+
+def check_score_thr(pred_score_thr) -> float:
+    """``pred_score_thr`` if it is a number in [0, 1], else a ValueError
+    saying so (scores are probabilities: above 1 nothing is kept, below 0
+    the threshold filters nothing)."""
+    if isinstance(pred_score_thr, bool) or not isinstance(
+            pred_score_thr, (int, float)) or not 0 <= pred_score_thr <= 1:
+        raise ValueError(
+            f'pred_score_thr (--pred-score-thr) is {pred_score_thr!r}, but '
+            'scores are between 0 and 1: use a value in [0, 1], e.g. 0.3 '
+            '(0 keeps every detection).')
+    return float(pred_score_thr)
 
 
 def collect_inputs(inputs) -> List[tuple]:
@@ -150,6 +166,9 @@ class DetInferencer:
         device: ``'cpu'``, ``'cuda:0'``, ...; default CUDA when available.
         show_progress: print a progress bar (to stderr) while running.
         cfg_options: overrides merged into the config.
+        allow_partial: use ``weights`` even when they hold fewer than half
+            of the model's weights (refused by default, see
+            :func:`~detkit.apis.init_detector`).
         fuse_conv_bn, channels_last: inference speed-ups of
             :func:`~detkit.apis.init_detector` (BatchNorm folded into
             convs; channels-last memory format). On by default here: the
@@ -176,19 +195,34 @@ class DetInferencer:
                  show_progress: bool = True,
                  cfg_options: Optional[dict] = None,
                  fuse_conv_bn: bool = True,
-                 channels_last: bool = True):
+                 channels_last: bool = True,
+                 allow_partial: bool = False):
         if device is None:
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        check_device(device)  # before the config and weights are read
         cfg = resolve_config(model, weights)
         self.model = init_detector(cfg, weights, device=device,
                                    cfg_options=cfg_options,
                                    fuse_conv_bn=fuse_conv_bn,
-                                   channels_last=channels_last)
+                                   channels_last=channels_last,
+                                   allow_partial=allow_partial)
         self.cfg = self.model.cfg
         self.classes = tuple(self.model.dataset_meta.get('classes') or ())
         self.show_progress = show_progress
         self._pipelines = {}
         self._visualizer = None
+
+    @staticmethod
+    def check_inputs(inputs, min_size: int = 32, max_aspect: float = 10.0):
+        """Check the image files among ``inputs`` (same forms as for a
+        call) without running the model: which ones cannot be read
+        (missing, empty, truncated, corrupt, not a regular file) and which
+        ones load but are odd (EXIF-rotated, grayscale, tiny, extreme
+        aspect ratio). Returns an
+        :class:`~detkit.apis.image_check.ImageCheckReport` (a list of
+        problems; ``print()`` it, ``.errors`` are the unreadable ones).
+        Needs no model: ``DetInferencer.check_inputs('images/')``."""
+        return check_images(inputs, min_size, max_aspect)
 
     # ------------------------------------------------------------- helpers
     @property
@@ -296,6 +330,7 @@ class DetInferencer:
         """
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        check_score_thr(pred_score_thr)
         items = collect_inputs(inputs)
         class_ids = self._class_ids(classes)
         save_vis = bool(out_dir) and not no_save_vis

@@ -33,7 +33,8 @@ def init_detector(config,
                   device: str = 'cpu',
                   cfg_options: Optional[dict] = None,
                   fuse_conv_bn: bool = False,
-                  channels_last: bool = False):
+                  channels_last: bool = False,
+                  allow_partial: bool = False):
     """A detector in eval mode on ``device``, ready for
     :func:`inference_detector`.
 
@@ -44,8 +45,10 @@ def init_detector(config,
             None keeps the initial weights (pretrained backbones are not
             fetched).
         palette: unused placeholder kept for mmdetection's signature.
-        device: ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ...
-        cfg_options: overrides merged into the config.
+        device: ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ... (checked first:
+            see :func:`check_device`).
+        cfg_options: overrides merged into the config (their top-level
+            keys are checked as for ``--cfg-options``).
         fuse_conv_bn: fold every BatchNorm into the conv before it
             (:func:`detkit.models.layers.fuse_conv_bn`): the same
             predictions up to float rounding, one pass over each activation
@@ -54,13 +57,23 @@ def init_detector(config,
         channels_last: store conv weights (and so activations) in
             channels-last memory format, which oneDNN's CPU convolutions
             and cuDNN's tensor-core kernels prefer.
+        allow_partial: use a checkpoint even when it holds fewer than half
+            of the model's weights (the others keep their random initial
+            values). By default such a checkpoint (another model's file, an
+            empty state_dict) raises
+            :class:`~detkit.engine.checkpoint.PartialCheckpointError`
+            naming the counts and example keys of both sides.
 
     The model's ``dataset_meta`` (class names, palette) comes from the
     checkpoint's meta when present, else from the config's test dataset.
     """
     from ..engine.checkpoint import load_checkpoint
+    from ..engine.launch import check_cfg_options
+    from ..engine.plain_data import checkpoint_meta
+    device = check_device(device)
     cfg = _load_config(config)
     if cfg_options:
+        check_cfg_options(cfg, cfg_options, 'init_detector(cfg_options=...)')
         cfg.merge_from_dict(cfg_options)
     to_detkit_scope(cfg)  # mmdetection's configs run as they are
     # Never download weights while building a model for inference: the
@@ -73,8 +86,11 @@ def init_detector(config,
         model.init_weights()
     dataset_meta = None
     if checkpoint is not None:
-        ckpt = load_checkpoint(model, checkpoint, map_location='cpu')
-        dataset_meta = (ckpt.get('meta', {}) or {}).get('dataset_meta')
+        ckpt = load_checkpoint(model, checkpoint, map_location='cpu',
+                               allow_partial=allow_partial)
+        dataset_meta = checkpoint_meta(ckpt, checkpoint).get('dataset_meta')
+        if not isinstance(dataset_meta, dict):
+            dataset_meta = None
     if not dataset_meta:
         dataset_meta = _dataset_meta_from_cfg(cfg)
     model.dataset_meta = dataset_meta
@@ -83,6 +99,32 @@ def init_detector(config,
     model.eval()
     optimize_for_inference(model, fuse_conv_bn, channels_last)
     return model
+
+
+def check_device(device) -> str:
+    """``device`` if torch can use it here, else a one-line error saying
+    why and what to pass instead (a CUDA device without a GPU, an index
+    beyond the visible GPUs, a name torch does not know)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f'device {device!r} is not a torch device name; '
+                         "use 'cpu', 'cuda' or 'cuda:N'.") from None
+    if dev.type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = ('this torch build has no CUDA support'
+                     if torch.version.cuda is None else
+                     f'this torch build (CUDA {torch.version.cuda}) sees no '
+                     'GPU')
+            raise RuntimeError(f'device {device!r}: no CUDA GPU is '
+                               f"available ({build}); use device='cpu' "
+                               '(--device cpu).')
+        if dev.index is not None and dev.index >= count:
+            raise RuntimeError(
+                f'device {device!r}: only {count} CUDA GPU(s) are visible '
+                f'(cuda:0 to cuda:{count - 1}).')
+    return device
 
 
 def optimize_for_inference(model, fuse_conv_bn: bool = False,

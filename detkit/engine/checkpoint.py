@@ -25,7 +25,7 @@ from mmengine.logging import print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from .plain_data import to_plain
-from .safe_unpickler import RestrictedPickleModule
+from .safe_unpickler import RestrictedPickleModule, neutralised_weights
 
 
 class NeutralisedObjectsWarning(UserWarning):
@@ -64,11 +64,17 @@ def load_checkpoint_file(path, map_location='cpu'):
         path, map_location=map_location, weights_only=False,
         pickle_module=module)
     if module.neutralised:
+        weights = neutralised_weights(checkpoint)
+        effect = ('Weights and plain metadata are unaffected.' if not weights
+                  else 'These weights are placeholders, not tensors, and are '
+                  'NOT loaded (they keep the model\'s initial values): '
+                  + ', '.join(f'{key} ({name})' for key, name in weights)
+                  + '; the other weights and plain metadata are unaffected. '
+                  'Get the checkpoint again from where it came from.')
         warnings.warn(
             f'Checkpoint {path} holds objects that are not tensors or plain '
             'data; they were replaced by inert placeholders and never run: '
-            f'{", ".join(sorted(module.neutralised))}. Weights and plain '
-            'metadata are unaffected.',
+            f'{", ".join(sorted(module.neutralised))}. {effect}',
             NeutralisedObjectsWarning,
             stacklevel=2)
     return checkpoint
@@ -134,23 +140,42 @@ def _get_state_dict(checkpoint, filename):
     if not isinstance(checkpoint, dict):
         raise RuntimeError(
             f'{filename} holds a {type(checkpoint).__name__}, not a '
-            'checkpoint dict or a state_dict.')
+            'checkpoint dict or a state_dict, so it has no weights to load. '
+            'Pass a checkpoint written by tools/train.py (or an '
+            'mmdetection .pth).')
     state_dict = checkpoint.get('state_dict', checkpoint)
     if not isinstance(state_dict, dict):
         raise RuntimeError(f"{filename}: 'state_dict' is a "
-                           f'{type(state_dict).__name__}, not a dict.')
+                           f'{type(state_dict).__name__}, not a dict of '
+                           'weights; the file is not a model checkpoint.')
     return state_dict
 
 
 class LoadReport(
-        collections.namedtuple('LoadReport',
-                               ['missing', 'unexpected', 'mismatched'])):
+        collections.namedtuple(
+            'LoadReport',
+            ['missing', 'unexpected', 'mismatched', 'not_tensors', 'loaded',
+             'total'],
+            defaults=((), 0, 0))):
     """Keys that did not load: ``missing`` and ``unexpected`` are lists of
     names, ``mismatched`` a list of ``(name, checkpoint_shape,
-    model_shape)``."""
+    model_shape)``, ``not_tensors`` a list of ``(name, what)`` for values
+    that are not tensors (e.g. a placeholder for an object the safe loader
+    refused). ``loaded`` of the model's ``total`` state_dict entries were
+    filled from the checkpoint."""
 
     def __bool__(self):
-        return bool(self.missing or self.unexpected or self.mismatched)
+        return bool(self.missing or self.unexpected or self.mismatched
+                    or self.not_tensors)
+
+    @property
+    def fraction(self):
+        """Share of the model's state_dict entries that were loaded."""
+        return self.loaded / self.total if self.total else 1.0
+
+    def summary(self):
+        return (f'loaded {self.loaded} of the model\'s {self.total} weight '
+                f'tensors, {100 * self.fraction:.1f}%')
 
     def __str__(self):
         lines = []
@@ -165,32 +190,68 @@ class LoadReport(
                 f'{name} (checkpoint {tuple(ckpt)}, model {tuple(model)})'
                 for name, ckpt, model in self.mismatched)
             lines.append(f'shape mismatches (left as initialised): {shapes}')
+        if self.not_tensors:
+            values = ', '.join(f'{name} ({what})'
+                               for name, what in self.not_tensors)
+            lines.append('values that are not tensors (left as '
+                         f'initialised): {values}')
         return '\n'.join(lines) or 'all keys matched'
 
 
-def load_state_dict(module, state_dict, strict=False, logger=None):
-    """Load ``state_dict`` into ``module`` (unwrapped from DDP), keeping
-    what matches.
+class PartialCheckpointError(RuntimeError):
+    """Fewer than half of a model's weights were found in a checkpoint."""
 
-    Unlike ``nn.Module.load_state_dict`` a shape mismatch does not abort
-    the load: the tensor is skipped and reported with both shapes. With
-    ``strict=True`` any missing, unexpected or mismatched key raises a
-    RuntimeError listing all of them, and the module is left untouched.
 
-    Returns:
-        LoadReport: what did not load.
+def _examples(names, n=3):
+    names = list(names)
+    if not names:
+        return 'none'
+    more = f' (+{len(names) - n} more)' if len(names) > n else ''
+    return ', '.join(names[:n]) + more
+
+
+def check_loaded_fraction(report, source, model_name='the model'):
+    """Raise :class:`PartialCheckpointError` when ``report`` (a
+    :class:`LoadReport`) says fewer than half of the model's weights come
+    from the checkpoint ``source``: predicting with mostly random weights
+    is never what a user of ``init_detector`` or ``tools/test.py`` wants.
     """
-    module = getattr(module, 'module', module)
+    if not report.total or 2 * report.loaded >= report.total:
+        return
+    mismatched = (f'; {len(report.mismatched)} shape mismatches, e.g. '
+                  + _examples(f'{n} (checkpoint {tuple(c)}, model '
+                              f'{tuple(m)})' for n, c, m in report.mismatched)
+                  if report.mismatched else '')
+    raise PartialCheckpointError(
+        f'{source}: only {report.loaded} of the {report.total} weight tensors '
+        f'of {model_name} are in this checkpoint '
+        f'({100 * report.fraction:.1f}%, fewer than half); the rest would '
+        'keep random initial values. Model keys not in the checkpoint: '
+        f'{_examples(report.missing)}; checkpoint keys the model does not '
+        f'have: {_examples(report.unexpected)}{mismatched}. Is this a '
+        'checkpoint of another model or config? To use it anyway, pass '
+        'allow_partial=True (init_detector, DetInferencer) or '
+        '--allow-partial-checkpoint (tools/test.py, demo/image_demo.py).')
+
+
+def _match_state_dict(module, state_dict):
+    """``(matched, report)``: the entries of ``state_dict`` that fit
+    ``module`` (name, shape, a tensor), and a :class:`LoadReport`."""
     # Models that rename legacy keys (RPN: rpn_head.* <-> bbox_head.*) do it
     # before keys are matched, as their _load_from_state_dict would.
     if hasattr(module, 'revise_state_dict'):
         state_dict = module.revise_state_dict(state_dict)
     own = module.state_dict()
     matched = collections.OrderedDict()
-    mismatched, unexpected = [], []
+    mismatched, unexpected, not_tensors = [], [], []
     for name, value in state_dict.items():
         if name not in own:
             unexpected.append(name)
+        elif isinstance(own[name], torch.Tensor) and not isinstance(
+                value, torch.Tensor):
+            not_tensors.append((name, repr(value) if getattr(
+                value, 'neutralised_global', None) else
+                                type(value).__name__))
         elif (isinstance(value, torch.Tensor)
               and value.shape != own[name].shape):
             mismatched.append((name, tuple(value.shape),
@@ -198,19 +259,44 @@ def load_state_dict(module, state_dict, strict=False, logger=None):
         else:
             matched[name] = value
     missing = [name for name in own if name not in state_dict]
-    report = LoadReport(missing, unexpected, mismatched)
+    metadata = getattr(state_dict, '_metadata', None)
+    if metadata is not None:
+        matched._metadata = metadata
+    return matched, LoadReport(missing, unexpected, mismatched, not_tensors,
+                               len(matched), len(own))
+
+
+def load_state_dict(module, state_dict, strict=False, logger=None,
+                    allow_partial=True, source='checkpoint'):
+    """Load ``state_dict`` into ``module`` (unwrapped from DDP), keeping
+    what matches.
+
+    Unlike ``nn.Module.load_state_dict`` a shape mismatch does not abort
+    the load: the tensor is skipped and reported with both shapes. With
+    ``strict=True`` any missing, unexpected or mismatched key raises a
+    RuntimeError listing all of them, and the module is left untouched.
+    With ``allow_partial=False``, fewer than half of the module's entries
+    found in ``state_dict`` raise :class:`PartialCheckpointError` (see
+    :func:`check_loaded_fraction`), also leaving the module untouched.
+    Otherwise what did not load is logged after one line with the loaded
+    fraction.
+
+    Returns:
+        LoadReport: what did not load.
+    """
+    module = getattr(module, 'module', module)
+    matched, report = _match_state_dict(module, state_dict)
     if strict and report:
         raise RuntimeError(
             f'Error loading a state_dict into {type(module).__name__} '
             f'(strict=True):\n{report}')
-    metadata = getattr(state_dict, '_metadata', None)
-    if metadata is not None:
-        matched._metadata = metadata
+    if not allow_partial:
+        check_loaded_fraction(report, source, type(module).__name__)
     module.load_state_dict(matched, strict=False)
     if report:
         print_log(f'While loading a state_dict into {type(module).__name__}'
-                  f':\n{report}', logger=logger or 'current',
-                  level=logging.WARNING)
+                  f': {report.summary()}\n{report}',
+                  logger=logger or 'current', level=logging.WARNING)
     return report
 
 
@@ -219,7 +305,8 @@ def load_checkpoint(model,
                     map_location='cpu',
                     strict=False,
                     logger=None,
-                    revise_keys=[(r'^module\.', '')]):
+                    revise_keys=[(r'^module\.', '')],
+                    allow_partial=True):
     """Load weights from ``filename`` into ``model``.
 
     ``filename`` is a local path or any scheme mmengine's CheckpointLoader
@@ -234,7 +321,8 @@ def load_checkpoint(model,
     checkpoint = CheckpointLoader.load_checkpoint(
         filename, map_location, logger=logger or 'current')
     load_model_weights(model, checkpoint, strict=strict, logger=logger,
-                       revise_keys=revise_keys, source=filename)
+                       revise_keys=revise_keys, source=filename,
+                       allow_partial=allow_partial)
     return checkpoint
 
 
@@ -243,25 +331,43 @@ def load_model_weights(model,
                        strict=False,
                        logger=None,
                        revise_keys=[(r'^module\.', '')],
-                       source='checkpoint'):
+                       source='checkpoint',
+                       allow_partial=True):
     """Put a loaded checkpoint's weights into ``model``.
 
     ``checkpoint`` is a full checkpoint (weights under ``'state_dict'``) or a
     bare state_dict. ``revise_keys`` is a list of ``(pattern, replacement)``
     regular expressions applied to every key (by default DDP's ``module.``
     prefix is stripped). Mismatches are reported as by
-    :func:`load_state_dict`; ``strict=True`` raises on any.
+    :func:`load_state_dict`; ``strict=True`` raises on any,
+    ``allow_partial=False`` when fewer than half of the weights fit.
 
     Returns:
         LoadReport: what did not load.
     """
+    return load_state_dict(model, _revised_state_dict(checkpoint, source,
+                                                      revise_keys),
+                           strict=strict, logger=logger,
+                           allow_partial=allow_partial, source=source)
+
+
+def weights_report(model, checkpoint, revise_keys=[(r'^module\.', '')],
+                   source='checkpoint'):
+    """The :class:`LoadReport` that :func:`load_model_weights` would give,
+    without loading anything."""
+    module = getattr(model, 'module', model)
+    return _match_state_dict(
+        module, _revised_state_dict(checkpoint, source, revise_keys))[1]
+
+
+def _revised_state_dict(checkpoint, source, revise_keys):
     state_dict = _get_state_dict(checkpoint, source)
     revised = _revise(state_dict, revise_keys)
     metadata = getattr(state_dict, '_metadata', None)
     if metadata is not None:
         # Module versions are keyed by the same prefixes as the weights.
         revised._metadata = _revise(metadata, revise_keys)
-    return load_state_dict(model, revised, strict=strict, logger=logger)
+    return revised
 
 
 def _revise(mapping, revise_keys):

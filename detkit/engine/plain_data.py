@@ -3,12 +3,15 @@
 A detkit checkpoint holds only tensors (and torch dtypes, devices, sizes),
 ``None``/``bool``/``int``/``float``/``str``/``bytes``, and ``dict``,
 ``OrderedDict``, ``Counter``, ``list``, ``tuple`` and ``set`` of those.
-:func:`to_plain` converts what mmengine's runner state holds into that form.
+:func:`to_plain` converts what mmengine's runner state holds into that form;
+:func:`checkpoint_meta` reads a loaded checkpoint's ``meta`` that way.
 """
 import collections
+import logging
 
 import numpy as np
 import torch
+from mmengine.logging import print_log
 
 _DROP = object()  # marks a value to_plain cannot represent
 _SCALARS = (bool, int, float, str, bytes, type(None))
@@ -74,3 +77,31 @@ def _plain_dict(obj, where, dropped):
         # nn.Module versions, read back by _load_from_state_dict.
         out._metadata = _plain(metadata, f'{where}._metadata', dropped)
     return out
+
+
+def checkpoint_meta(checkpoint, source='checkpoint'):
+    """The ``meta`` dict of a loaded checkpoint, as plain data.
+
+    A missing meta gives ``{}``. A meta that is not a dict (a placeholder
+    for an object the safe loader refused, any foreign class) is ignored
+    with one warning, ``meta of FILE is not plain data; ignored``; values
+    inside it that are not plain data are dropped, also with a warning.
+    """
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        neutralised = getattr(meta, 'neutralised_global', None)
+        kind = (f'a placeholder for {neutralised}' if neutralised else
+                f'a {type(meta).__module__}.{type(meta).__qualname__}')
+        print_log(f'meta of {source} is not plain data ({kind}); ignored. '
+                  'Class names and the config come from the config file.',
+                  logger='current', level=logging.WARNING)
+        return {}
+    dropped = []
+    plain = to_plain(meta, 'meta', dropped)
+    if dropped:
+        print_log(f'{source}: values of meta that are not plain data are '
+                  f'ignored: {"; ".join(dropped)}', logger='current',
+                  level=logging.WARNING)
+    return plain

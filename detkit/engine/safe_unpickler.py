@@ -182,6 +182,23 @@ class RestrictedPickleModule:
         return self._placeholders[qualname]
 
 
+def neutralised_weights(checkpoint):
+    """``[(key, refused global)]`` for each weight of ``checkpoint`` (its
+    ``'state_dict'``, or the checkpoint itself when it is a bare state_dict)
+    that is a placeholder instead of a tensor; ``('state_dict', ...)`` when
+    the whole state_dict is one."""
+    if not isinstance(checkpoint, dict):
+        return []
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    if isinstance(state_dict, NeutralisedObject):
+        return [('state_dict', state_dict.neutralised_global)]
+    if not isinstance(state_dict, dict):
+        return []
+    return [(key, value.neutralised_global)
+            for key, value in state_dict.items()
+            if isinstance(value, NeutralisedObject)]
+
+
 def _python3_name(mod_name, name):
     """Protocol 0-2 pickles (torch.save's default is 2) name globals the
     Python 2 way (``__builtin__.set``, ``commands.call``); map them to the

@@ -9,14 +9,18 @@ with the ``cv2`` backend; with the default ``color_type='color'`` this means:
 - grayscale becomes 3 equal channels, an alpha channel is dropped, a 16-bit
   PNG becomes 8-bit (``v >> 8``) and a CMYK JPEG is converted to BGR.
 
-A file that is missing, empty, truncated or not decodable raises
-:class:`BrokenImageError` naming the file, so that a dataset can report or
-skip it (``skip_broken``).
+A file that is missing, empty, truncated or not decodable, or a path that
+is not a regular file (a folder, a FIFO, a device: reading one could block
+forever), raises :class:`BrokenImageError` naming the file, so that a
+dataset can report or skip it (``skip_broken``).
 An image whose decoded size differs from the ``width``/``height`` of its
-annotation (a dataset passes them) raises ``ValueError`` naming both sizes:
-its boxes would be in another frame (typically an EXIF rotation).
+annotation (a dataset passes them) raises :class:`ImageSizeMismatchError`
+(a ``ValueError``) naming both sizes: its boxes would be in another frame
+(typically an EXIF rotation).
 """
+import os
 import os.path as osp
+import stat
 from typing import Optional
 
 import cv2
@@ -45,6 +49,18 @@ class BrokenImageError(OSError):
         super().__init__(f'cannot load image {path}: {reason}')
         self.path = path
         self.reason = reason
+
+
+class ImageSizeMismatchError(ValueError):
+    """An image decodes to another size than its annotation gives.
+    ``decoded`` and ``annotated`` are ``(width, height)``; ``swapped`` says
+    whether one is the other transposed (an EXIF rotation)."""
+
+    def __init__(self, message: str, decoded, annotated):
+        super().__init__(message)
+        self.decoded = tuple(decoded)
+        self.annotated = tuple(annotated)
+        self.swapped = self.decoded == self.annotated[::-1]
 
 
 def _truncation_problem(data: bytes) -> Optional[str]:
@@ -118,7 +134,36 @@ def _check_annotated_size(results: dict, hw, path: str,
     else:
         msg += (' Fix width/height in the annotation file, or re-annotate '
                 'the image if the file was replaced or resized.')
-    raise ValueError(msg)
+    raise ImageSizeMismatchError(msg, (hw[1], hw[0]), (width, height))
+
+
+def read_image_bytes(path: str, backend_args: Optional[dict] = None) -> bytes:
+    """The bytes of the image file ``path`` (through mmengine's file
+    backends), or :class:`BrokenImageError` saying why not."""
+    if '://' not in str(path):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = None  # missing: fileio.get below says so
+        if mode is not None and not stat.S_ISREG(mode) and \
+                not stat.S_ISDIR(mode):
+            # open() on a FIFO blocks until a writer appears.
+            kind = ('a FIFO (named pipe)' if stat.S_ISFIFO(mode) else
+                    'a device' if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else 'a socket' if stat.S_ISSOCK(mode) else 'special')
+            raise BrokenImageError(
+                path, f'not a regular file but {kind}; replace it with '
+                'the image file')
+    try:
+        return fileio.get(path, backend_args=backend_args)
+    except FileNotFoundError:
+        hint = ''
+        if not osp.isdir(osp.dirname(path) or '.'):
+            hint = (f' (its folder {osp.dirname(path)} does not exist '
+                    'either: check data_root and data_prefix)')
+        raise BrokenImageError(path, f'the file does not exist{hint}')
+    except IsADirectoryError:
+        raise BrokenImageError(path, 'the path is a folder')
 
 
 @TRANSFORMS.register_module()
@@ -177,16 +222,7 @@ class LoadImageFromFile(BaseTransform):
         return results
 
     def _read(self, path: str) -> bytes:
-        try:
-            return fileio.get(path, backend_args=self.backend_args)
-        except FileNotFoundError:
-            hint = ''
-            if not osp.isdir(osp.dirname(path) or '.'):
-                hint = (f' (its folder {osp.dirname(path)} does not exist '
-                        'either: check data_root and data_prefix)')
-            raise BrokenImageError(path, f'the file does not exist{hint}')
-        except IsADirectoryError:
-            raise BrokenImageError(path, 'the path is a folder')
+        return read_image_bytes(path, self.backend_args)
 
 
 @TRANSFORMS.register_module()
