@@ -221,11 +221,15 @@ def test_assignment_example_of_assignment_page():
     # The page's IoU table, fed through the assigner's overlap function.
     table = torch.tensor([[0.6, 0.45, 0.1, 0.0], [0.55, 0.2, 0.3, 0.0]])
 
+    def overlaps(boxes1, boxes2, mode='iou', is_aligned=False):
+        # (..., 2 gts, 4 priors) or, called the other way round, (..., 4, 2)
+        rows = table if boxes1.size(-2) == 2 else table.t()
+        lead = torch.broadcast_shapes(boxes1.shape[:-2], boxes2.shape[:-2])
+        return rows.expand(*lead, *rows.shape).clone()
+
     def run(**kwargs):
         assigner = TASK_UTILS.build(dict(type='MaxIoUAssigner', **kwargs))
-        assigner.iou_calculator = (
-            lambda gts, priors, mode='iou', is_aligned=False: table.expand(
-                *gts.shape[:-2], 2, 4).clone())
+        assigner.iou_calculator = overlaps
         result = assigner.assign(
             InstanceData(priors=torch.zeros(4, 4)),
             InstanceData(bboxes=torch.zeros(2, 4),
