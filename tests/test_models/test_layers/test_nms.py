@@ -103,8 +103,8 @@ def test_kernel_options():
     assert keep.tolist() == [0, 1]
     with pytest.raises(ValueError, match='offset'):
         nms(BOXES, SCORES, 0.5, offset=1)
-    with pytest.raises(ValueError, match='soft_nms'):
-        batched_nms(BOXES, SCORES, torch.zeros(4), dict(type='soft_nms'))
+    with pytest.raises(ValueError, match="type 'nms_rotated' is not"):
+        batched_nms(BOXES, SCORES, torch.zeros(4), dict(type='nms_rotated'))
     with pytest.raises(ValueError, match='iou_threshold'):
         batched_nms(BOXES, SCORES, torch.zeros(4), dict(type='nms'))
     # The legacy key name.
