@@ -8,6 +8,11 @@ A subclass's ``load_data_list`` returns one dict per image::
                          ignore_flag=0 or 1), ...])
 
 with boxes in pixels of the original image (width = x2 - x1).
+
+Parsing reports what it finds through an :class:`AnnotationAudit`: datasets
+stop at the first structural error and log one line of counts;
+``tools/misc/check_dataset.py`` uses the same parsing with a collecting
+audit to list every problem and to write a cleaned copy.
 """
 import atexit
 import json
@@ -16,6 +21,7 @@ import os
 import os.path as osp
 import tempfile
 import uuid
+from collections import Counter, defaultdict
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from mmengine.dataset import BaseDataset
@@ -45,6 +51,53 @@ class DatasetSampleError(RuntimeError):
         return cls(
             f'dataset index {index} (image {img_path}): '
             f'{type(cause).__name__}: {cause}{hint}', index, img_path)
+
+
+class AnnotationAudit:
+    """What parsing an annotation file found, by kind.
+
+    ``error(kind, message, **where)``: a structural problem (duplicate ids,
+    an image without a size, a bbox that is not four numbers, nothing left
+    to train on). With ``strict=True`` (what datasets use) it raises
+    ``ValueError(message)`` at once; with ``strict=False``
+    (``check_dataset.py``) it is recorded and parsing goes on, leaving the
+    offending entry out.
+    ``skip(kind, **where)``: an annotation or image the dataset leaves out;
+    ``note(kind, **where)``: something it keeps, fixed up or as it is.
+
+    ``counts[kind]`` counts every call; with ``strict=False``
+    ``records[kind]`` also keeps ``(message, where)`` of each, ``where``
+    saying which entry (``image_index``, ``ann_index``, ``img_id``, ...).
+    """
+
+    def __init__(self, strict: bool = True):
+        self.strict = strict
+        self.counts = Counter()
+        self.severity = {}
+        self.records = defaultdict(list)
+
+    def error(self, kind: str, message: str, **where) -> None:
+        if self.strict:
+            raise ValueError(message)
+        self._add('error', kind, message, where)
+
+    def skip(self, kind: str, message: str = '', **where) -> None:
+        self._add('skip', kind, message, where)
+
+    def note(self, kind: str, message: str = '', **where) -> None:
+        self._add('note', kind, message, where)
+
+    def _add(self, severity, kind, message, where):
+        self.counts[kind] += 1
+        self.severity[kind] = severity
+        if not self.strict:
+            self.records[kind].append((message, where))
+
+
+def has_usable_box(info: dict) -> bool:
+    """Whether an image (a data_list entry) has a box that is not ignored
+    (crowd, difficult): ``filter_empty_gt`` keeps only these."""
+    return any(inst['ignore_flag'] == 0 for inst in info['instances'])
 
 
 class _BrokenImageLog:
@@ -127,6 +180,8 @@ class BaseDetDataset(BaseDataset):
         self.skip_broken = skip_broken
         self.return_classes = return_classes
         self._broken_log = _BrokenImageLog()
+        # check_dataset.py swaps in a collecting audit (lazy_init=True).
+        self.audit = AnnotationAudit(strict=True)
         unknown = set(filter_cfg or {}) - set(self.FILTER_KEYS)
         if unknown:
             raise KeyError(f'{type(self).__name__}: filter_cfg has unknown '
@@ -151,19 +206,41 @@ class BaseDetDataset(BaseDataset):
 
     # ----------------------------------------------------------- filtering
     def filter_data(self) -> List[dict]:
+        if not self.data_list:
+            self.audit.error(
+                'no_images', f'{type(self).__name__}: {self.ann_file} lists '
+                'no images, so there is nothing to train or test on. Check '
+                'ann_file and data_root.')
         if self.test_mode or not self.filter_cfg:
             return self.data_list
         filter_empty_gt = self.filter_cfg.get('filter_empty_gt', False)
         min_size = self.filter_cfg.get('min_size', 0)
         kept, empty, small = [], 0, 0
         for info in self.data_list:
-            if filter_empty_gt and not any(
-                    inst['ignore_flag'] == 0 for inst in info['instances']):
+            if filter_empty_gt and not has_usable_box(info):
                 empty += 1
+                self.audit.skip('filtered_empty', img_id=info['img_id'])
             elif min(info['width'], info['height']) < min_size:
                 small += 1
+                self.audit.skip('filtered_small', img_id=info['img_id'])
             else:
                 kept.append(info)
+        if self.data_list and not kept:
+            boxes = sum(len(info['instances']) for info in self.data_list)
+            self.audit.error(
+                'all_filtered',
+                f'{type(self).__name__} ({self.ann_file}): all '
+                f'{len(self.data_list)} images were filtered out, nothing is '
+                f'left to train on: {empty} have no non-ignored box '
+                f'(filter_cfg.filter_empty_gt={filter_empty_gt}) and {small} '
+                f'a side below filter_cfg.min_size={min_size}. The file '
+                f'gives {boxes} usable boxes in all'
+                + (' (its annotations list is empty or every annotation was '
+                   'skipped: is it an unlabeled file, e.g. from '
+                   'images2coco.py?)' if not boxes else '') +
+                '. Point ann_file to the labeled annotations, or set '
+                'filter_cfg=dict(filter_empty_gt=False) to train on images '
+                'without boxes (as background only).')
         if empty or small:
             print_log(
                 f'{type(self).__name__} ({self.ann_file}): kept '

@@ -15,13 +15,17 @@ when its category is not one of ``classes``. A box that only partly leaves
 the image is kept as it is (``Resize`` clips it). ``iscrowd: 1`` keeps the
 box with ``ignore_flag = 1``. Structural problems (no width/height,
 duplicate ids, a bbox that is not four numbers) raise an error naming the
-file and the image or annotation id.
+file and the image or annotation id; so do image ids that are not integers
+in ``test_mode`` (COCO evaluation needs integers). Every finding goes
+through the dataset's ``audit`` (see ``AnnotationAudit``), which
+``tools/misc/check_dataset.py`` reads.
 """
 import colorsys
 import json
 import math
+import os
 import os.path as osp
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Dict, List
 
 from mmengine.fileio import get_local_path
@@ -65,6 +69,29 @@ _SKIP_REASONS = {
 }
 
 
+def missing_path_hint(path: str) -> str:
+    """A hint for a local ``path`` that does not exist because a folder
+    name ran into the file name (``data_root = 'data/bccd'`` without its
+    trailing slash, then ``data_root + 'val.json'``): ``''``, or
+    ``" ('data/bccd/val.json' exists: ...)"``."""
+    path = str(path)
+    if '://' in path or osp.exists(path):
+        return ''
+    parent = osp.dirname(path)
+    while parent and not osp.isdir(parent):
+        parent = osp.dirname(parent)
+    rest = osp.relpath(path, parent or '.').split(os.sep)
+    first, tail = rest[0], rest[1:]
+    for cut in range(1, len(first)):
+        candidate = osp.join(parent, first[:cut], first[cut:], *tail)
+        if osp.exists(candidate):
+            folder = osp.join(parent, first[:cut]) + '/'
+            return (f'; {candidate!r} does: a folder path lost its trailing '
+                    f"slash when joined. Write it as {folder!r} (e.g. "
+                    f'data_root = {folder!r}) or join with os.path.join')
+    return ''
+
+
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(
         value, bool) and math.isfinite(value)
@@ -90,7 +117,8 @@ class CocoDataset(BaseDetDataset):
             raise FileNotFoundError(
                 f'{type(self).__name__}: annotation file {self.ann_file} '
                 'does not exist (ann_file is joined to data_root '
-                f'{self.data_root!r})') from None
+                f'{self.data_root!r}){missing_path_hint(self.ann_file)}'
+            ) from None
         except json.JSONDecodeError as err:
             raise ValueError(f'{self.ann_file} is not valid JSON: '
                              f'{err}') from None
@@ -125,63 +153,102 @@ class CocoDataset(BaseDetDataset):
         self.cat2label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
 
     def _check_images(self, images: List[dict]) -> Dict[object, dict]:
+        """``{image id: image entry}``; problems go to ``self.audit``."""
+        audit = self.audit
         by_id = {}
-        for img in images:
+        for index, img in enumerate(images):
             img_id = img.get('id')
             where = f'{self.ann_file}: image id={img_id!r}'
+            here = dict(image_index=index, img_id=img_id,
+                        file_name=img.get('file_name'))
             if img_id is None:
-                raise ValueError(f'{self.ann_file}: image entry {img} has '
-                                 'no "id"')
+                audit.error('image_without_id', f'{self.ann_file}: image '
+                            f'entry {img} has no "id"', **here)
+                continue
             if img_id in by_id:
-                raise ValueError(f'{where} appears twice in "images"; image '
-                                 'ids must be unique')
+                audit.error('duplicate_image_id', f'{where} appears twice in '
+                            '"images"; image ids must be unique', **here)
+                continue
             if 'file_name' not in img:
-                raise ValueError(f'{where} has no "file_name"')
-            for key in ('width', 'height'):
-                value = img.get(key)
-                if not _number(value) or value <= 0:
-                    raise ValueError(
-                        f'{where} ({img["file_name"]}) has {key}={value!r}; '
-                        'each image needs positive "width" and "height" in '
-                        'pixels (read them from the image files and add '
-                        'them to the json)')
+                audit.error('image_without_file_name',
+                            f'{where} has no "file_name"', **here)
+                continue
+            bad_size = [(key, img.get(key)) for key in ('width', 'height')
+                        if not _number(img.get(key)) or img.get(key) <= 0]
+            if bad_size:
+                key, value = bad_size[0]
+                audit.error(
+                    'image_size',
+                    f'{where} ({img["file_name"]}) has {key}={value!r}; '
+                    'each image needs positive "width" and "height" in '
+                    'pixels (read them from the image files and add them to '
+                    'the json)', **here)
+                continue
+            if isinstance(img_id, bool) or not isinstance(img_id, int):
+                self._non_integer_id(img_id, img, here)
             by_id[img_id] = img
         return by_id
 
-    def _check_annotation(self, ann: dict) -> None:
+    def _non_integer_id(self, img_id, img: dict, here: dict) -> None:
+        """COCO ids are integers: training does not care, but pycocotools
+        (CocoMetric) fails on other ids, after the whole inference. Test
+        datasets refuse them at load time."""
+        if not self.test_mode:
+            self.audit.note('image_id_not_int', **here)
+            return
+        self.audit.error(
+            'image_id_not_int',
+            f'{self.ann_file}: image id={img_id!r} ({img["file_name"]}) is '
+            f'a {type(img_id).__name__}, but COCO evaluation (CocoMetric, '
+            'pycocotools) needs integer image ids. Renumber the images with '
+            'integers (and the image_id of their annotations), e.g. with '
+            'python tools/misc/check_dataset.py CONFIG --split val --fix '
+            'OUT.json.', **here)
+
+    def _check_annotation(self, ann: dict, index: int) -> bool:
+        """Whether ``ann`` has a usable ``bbox``; errors go to the audit."""
         bbox = ann.get('bbox')
         if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(
                 _number(v) for v in bbox):
-            raise ValueError(
+            self.audit.error(
+                'bad_bbox',
                 f'{self.ann_file}: annotation id={ann.get("id")!r} (image '
                 f'id={ann.get("image_id")!r}) has bbox={bbox!r}; expected '
-                'four finite numbers [x, y, w, h]')
+                'four finite numbers [x, y, w, h]', ann_index=index,
+                ann_id=ann.get('id'), img_id=ann.get('image_id'))
+            return False
+        return True
 
     def load_data_list(self) -> List[dict]:
         coco = self._read_json()
         self._match_categories(coco['categories'])
         images = self._check_images(coco['images'])
         anns_of = defaultdict(list)
-        ann_ids, orphans = set(), 0
-        for ann in coco['annotations']:
+        ann_ids = set()
+        for index, ann in enumerate(coco['annotations']):
             if 'id' in ann:
                 if ann['id'] in ann_ids:
-                    raise ValueError(f'{self.ann_file}: annotation id='
-                                     f'{ann["id"]!r} appears twice; '
-                                     'annotation ids must be unique')
+                    self.audit.error(
+                        'duplicate_ann_id',
+                        f'{self.ann_file}: annotation id={ann["id"]!r} '
+                        'appears twice; annotation ids must be unique',
+                        ann_index=index, ann_id=ann['id'],
+                        img_id=ann.get('image_id'))
                 ann_ids.add(ann['id'])
-            self._check_annotation(ann)
-            if ann.get('image_id') not in images:
-                orphans += 1
+            if not self._check_annotation(ann, index):
                 continue
-            anns_of[ann['image_id']].append(ann)
+            if ann.get('image_id') not in images:
+                self.audit.skip('orphan', ann_index=index,
+                                ann_id=ann.get('id'),
+                                img_id=ann.get('image_id'))
+                continue
+            anns_of[ann['image_id']].append((index, ann))
 
-        stats = Counter()
         data_list = []
         for img_id, img in images.items():
             instances = [
-                inst for inst in (self._parse_annotation(a, img, stats)
-                                  for a in anns_of[img_id]) if inst
+                inst for inst in (self._parse_annotation(a, img, i)
+                                  for i, a in anns_of[img_id]) if inst
             ]
             data_list.append(
                 dict(
@@ -191,11 +258,12 @@ class CocoDataset(BaseDetDataset):
                     width=int(img['width']),
                     height=int(img['height']),
                     instances=instances))
-        self._log_stats(stats, len(coco['annotations']), orphans)
+        self._log_stats(len(coco['annotations']))
         return data_list
 
-    def _parse_annotation(self, ann: dict, img: dict, stats: Counter):
-        """One instance dict, or None (counted in ``stats``) when skipped."""
+    def _parse_annotation(self, ann: dict, img: dict, index: int):
+        """One instance dict, or None (recorded in the audit) when
+        skipped."""
         x, y, w, h = ann['bbox']
         inter_w = max(0, min(x + w, img['width']) - max(x, 0))
         inter_h = max(0, min(y + h, img['height']) - max(y, 0))
@@ -213,23 +281,27 @@ class CocoDataset(BaseDetDataset):
             reason = 'category'
         else:
             reason = None
+        where = dict(ann_index=index, ann_id=ann.get('id'), img_id=img['id'])
         if reason:
-            stats[reason] += 1
+            self.audit.skip(reason, **where)
             return None
         if x < 0 or y < 0 or x + w > img['width'] or y + h > img['height']:
-            stats['partial'] += 1
+            self.audit.note('partial', **where)
         crowd = int(bool(ann.get('iscrowd', False)))
-        stats['crowd'] += crowd
+        if crowd:
+            self.audit.note('crowd', **where)
         return dict(
             bbox=[x, y, x + w, y + h],
             bbox_label=self.cat2label[ann['category_id']],
             ignore_flag=crowd)
 
-    def _log_stats(self, stats: Counter, total: int, orphans: int) -> None:
+    def _log_stats(self, total: int) -> None:
+        stats = self.audit.counts
         skipped = [f'{stats[k]} {text}' for k, text in _SKIP_REASONS.items()
                    if stats[k]]
-        if orphans:
-            skipped.append(f'{orphans} with an image_id not in "images"')
+        if stats['orphan']:
+            skipped.append(f'{stats["orphan"]} with an image_id not in '
+                           '"images"')
         notes = []
         if stats['partial']:
             notes.append(f'{stats["partial"]} boxes partly outside their '
@@ -237,7 +309,7 @@ class CocoDataset(BaseDetDataset):
         if stats['crowd']:
             notes.append(f'{stats["crowd"]} crowd boxes kept as ignored')
         if skipped or notes:
-            n_skipped = sum(stats[k] for k in _SKIP_REASONS) + orphans
+            n_skipped = sum(stats[k] for k in _SKIP_REASONS) + stats['orphan']
             msg = f'{self.ann_file}: skipped {n_skipped} of {total} ' \
                   'annotations'
             msg += f' ({", ".join(skipped)})' if skipped else ''

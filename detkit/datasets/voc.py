@@ -22,13 +22,12 @@ import os.path as osp
 import xml.etree.ElementTree as ET
 from typing import List, Optional
 
-import cv2
-import numpy as np
-from mmengine.fileio import get, get_local_path, list_from_file
+from mmengine.fileio import get_local_path, list_from_file
 
 from detkit.registry import DATASETS
 from .base_det_dataset import BaseDetDataset
 from .coco import make_palette
+from .transforms.loading import BrokenImageError, imread_bytes, read_image_bytes
 
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car',
                'cat', 'chair', 'cow', 'diningtable', 'dog', 'horse',
@@ -162,17 +161,19 @@ class VOCDataset(BaseDetDataset):
         width, height, objects = parse_voc_xml(xml_path, self.backend_args)
         if width is None or width <= 0 or height <= 0:
             # mmdetection falls back to the image itself, so does detkit.
-            data = get(img_path, backend_args=self.backend_args)
-            img = cv2.imdecode(np.frombuffer(data, np.uint8),
-                               cv2.IMREAD_COLOR)
-            if img is None:
+            try:
+                img = imread_bytes(
+                    read_image_bytes(img_path, self.backend_args), img_path)
+            except BrokenImageError as err:
                 raise ValueError(f'{xml_path} has no <size> and the image '
-                                 f'{img_path} cannot be read to get it')
+                                 f'{img_path} cannot be read to get it: '
+                                 f'{err.reason}') from None
             height, width = img.shape[:2]
         min_box = (self.filter_cfg or {}).get('bbox_min_size')
         instances = []
         for obj in objects:
             if obj['name'] not in self.cat2label:
+                self.audit.skip('category', img_id=img_id, name=obj['name'])
                 continue
             bbox = [v - 1 for v in obj['bbox']]
             too_small = (min_box is not None and not self.test_mode and min(

@@ -5,6 +5,13 @@ Ground truth comes from ``ann_file`` (categories matched to
 ``gt_instances`` / ``ignored_instances`` (crowd), turned into an in-memory
 COCO api object. Predictions are ``pred_instances`` in original-image xyxy
 pixels with labels indexing ``dataset_meta['classes']``.
+
+Which images are scored: those that were predicted (every image the
+evaluator saw, with or without detections), so that evaluating part of a
+dataset (``indices=4``, a shard) scores those images and not, with misses
+for the rest, every image of ``ann_file``. One log line says how many of
+the file's images that is. ``eval_all_images=True`` scores every image of
+the file instead, as mmdetection does.
 """
 import contextlib
 import io
@@ -22,6 +29,7 @@ from mmengine.structures import BaseDataElement
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detkit.datasets.coco import missing_path_hint
 from detkit.registry import METRICS
 from .np_boxes import as_numpy
 from .recall import average_recalls
@@ -59,6 +67,42 @@ def _quiet(fn, *args):
     return result, out.getvalue()
 
 
+def _check_image_ids(coco, ann_file):
+    """COCO image ids are integers; pycocotools (sorting, faster-coco-eval)
+    fails on others, and only after the whole inference: refuse them when
+    the metric is built."""
+    bad = [img['id'] for img in coco.dataset.get('images', [])
+           if isinstance(img.get('id'), bool)
+           or not isinstance(img.get('id'), int)]
+    if bad:
+        raise ValueError(
+            f'CocoMetric: ann_file {ann_file} has {len(bad)} image ids that '
+            f'are not integers (e.g. {bad[0]!r}, a {type(bad[0]).__name__}); '
+            'COCO evaluation needs integer image ids. Renumber the images '
+            'with integers (and the image_id of their annotations), e.g. '
+            'with python tools/misc/check_dataset.py CONFIG --split val '
+            '--fix OUT.json.')
+
+
+def _one_result_per_image(results):
+    """``(gts, preds)`` with each image once: a dataset that lists an
+    image twice (or a sampler that repeats one) must not count its
+    detections twice."""
+    seen, unique = set(), []
+    for gt, pred in results:
+        if pred['img_id'] not in seen:
+            seen.add(pred['img_id'])
+            unique.append((gt, pred))
+    if len(unique) < len(results):
+        print_log(f'CocoMetric: {len(results) - len(unique)} results repeat '
+                  'an image already predicted (same img_id); each image is '
+                  'evaluated once.', logger='current', level=logging.WARNING)
+    if not unique:
+        return (), ()
+    gts, preds = zip(*unique)
+    return gts, preds
+
+
 @METRICS.register_module()
 class CocoMetric(BaseMetric):
     """COCO box AP and proposal AR, keyed like mmdetection.
@@ -87,6 +131,15 @@ class CocoMetric(BaseMetric):
             (the same COCOeval algorithm in C++, optional package; same
             numbers to 4 decimals, several times faster on large sets, see
             benchmarks/README.md).
+        eval_all_images (bool): score against every image of ``ann_file``,
+            counting the objects of images that were not predicted as
+            missed (mmdetection's behaviour). Default False: only the
+            predicted images are scored.
+
+    After an evaluation, ``coco_evals[metric]`` (and ``last_coco_eval``,
+    the last one run) is the COCOeval object with its accumulated
+    ``eval['precision']`` / ``eval['recall']`` arrays, and
+    ``coco_stats[metric]`` its unrounded ``stats``.
     """
 
     default_prefix = 'coco'
@@ -105,11 +158,15 @@ class CocoMetric(BaseMetric):
                  collect_device='cpu',
                  prefix=None,
                  sort_categories=False,
-                 backend='pycocotools'):
+                 backend='pycocotools',
+                 eval_all_images=False):
         super().__init__(collect_device=collect_device, prefix=prefix)
         _eval_backend(backend)  # fail early: unknown or not installed
         self.backend = backend
+        self.eval_all_images = eval_all_images
         self.coco_stats = {}
+        self.coco_evals = {}
+        self.last_coco_eval = None
         self.metrics = [metric] if isinstance(metric, str) else list(metric)
         for name in self.metrics:
             if name not in ('bbox', 'proposal', 'proposal_fast'):
@@ -140,8 +197,15 @@ class CocoMetric(BaseMetric):
         self.ann_file = ann_file
 
     def _load_ann_file(self, ann_file, backend_args):
-        with get_local_path(ann_file, backend_args=backend_args) as path:
-            coco, _ = _quiet(COCO, path)
+        try:
+            with get_local_path(ann_file, backend_args=backend_args) as path:
+                coco, _ = _quiet(COCO, path)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f'CocoMetric: ann_file {ann_file!r} (val_evaluator.ann_file '
+                'or test_evaluator.ann_file in the config) does not exist'
+                f'{missing_path_hint(ann_file)}.') from None
+        _check_image_ids(coco, ann_file)
         if self.sort_categories:
             cats = sorted(coco.dataset['categories'], key=lambda c: c['id'])
             coco.dataset['categories'] = cats
@@ -179,7 +243,7 @@ class CocoMetric(BaseMetric):
             self.results.append((gt, result))
 
     def compute_metrics(self, results):
-        gts, preds = zip(*results)
+        gts, preds = _one_result_per_image(results)
         coco = self._coco_api or self._gt_to_coco(gts)
         cat_ids = self._cat_ids(coco)
         dets = self._to_coco_results(preds, cat_ids)
@@ -188,30 +252,78 @@ class CocoMetric(BaseMetric):
             if self.format_only:
                 print_log(f'Results are saved in {path}', logger='current')
                 return OrderedDict()
-        # mmdetection evaluates every image of the annotation file.
-        img_ids = sorted(coco.getImgIds())
+        if self._coco_api is None:
+            # Ground truth from the samples: ids renumbered 0..n-1, so that
+            # any img_id (VOC's '000001' strings) suits pycocotools.
+            index = {gt['img_id']: i for i, gt in enumerate(gts)}
+            preds = [dict(p, img_id=index[p['img_id']]) for p in preds]
+            dets = self._to_coco_results(preds, cat_ids)
+        img_ids = self._images_to_score(coco, preds)
         eval_results = OrderedDict()
         for metric in self.metrics:
             if metric == 'proposal_fast':
-                eval_results.update(self._fast_recall(coco, preds))
+                eval_results.update(self._fast_recall(coco, preds, img_ids))
             else:
                 eval_results.update(
                     self._coco_eval(coco, dets, metric, cat_ids, img_ids))
         return eval_results
 
+    def _images_to_score(self, coco, preds):
+        """The predicted images (all of ``ann_file``'s with
+        ``eval_all_images``), sorted; says which in one log line and warns
+        when they hold no annotation (every AP is then -1)."""
+        file_ids = coco.getImgIds()
+        predicted = {p['img_id'] for p in preds}
+        unknown = predicted - set(file_ids)
+        if unknown:
+            raise ValueError(
+                f'CocoMetric: {len(unknown)} predicted images are not in '
+                f'ann_file {self.ann_file} (image ids '
+                f'{sorted(unknown, key=str)[:5]}): the evaluator\'s ann_file '
+                'must be the annotation file of the dataset that was run '
+                '(compare val_evaluator.ann_file with '
+                'val_dataloader.dataset.ann_file).')
+        img_ids = sorted(file_ids if self.eval_all_images else predicted)
+        if self._coco_api is not None:
+            if self.eval_all_images:
+                what = (f'all {len(file_ids)} images of {self.ann_file} '
+                        f'({len(predicted)} of them predicted; '
+                        'eval_all_images=True)')
+            elif len(predicted) == len(file_ids):
+                what = f'all {len(file_ids)} images of {self.ann_file}'
+            else:
+                what = (f'{len(predicted)} of the {len(file_ids)} images of '
+                        f'{self.ann_file} (the images that were predicted; '
+                        'eval_all_images=True scores all of them, as '
+                        'mmdetection does)')
+            print_log(f'CocoMetric: evaluating {what}', logger='current')
+        if img_ids and not coco.getAnnIds(imgIds=img_ids):
+            source = self.ann_file or 'the ground truth of the samples'
+            print_log(
+                f'CocoMetric: {source} has no annotations for the '
+                f'{len(img_ids)} evaluated images, so every AP and AR below '
+                'is -1 (undefined: there is nothing to detect), not a score. '
+                'Point ann_file to the labeled annotations, or, for an '
+                'unlabeled file (e.g. from images2coco.py), set '
+                'format_only=True and outfile_prefix to save the '
+                'predictions instead.', logger='current',
+                level=logging.WARNING)
+        return img_ids
+
     def _gt_to_coco(self, gts):
         """An in-memory COCO api object from the samples' instances;
-        category ids are the class indices, crowd = ignored instances."""
+        image ids are the samples' positions, category ids the class
+        indices, crowd = ignored instances."""
         classes = self.dataset_meta['classes']
         images, annotations = [], []
-        for gt in gts:
-            images.append(dict(id=gt['img_id'], width=gt['width'],
+        for img_id, gt in enumerate(gts):
+            images.append(dict(id=img_id, width=gt['width'],
                                height=gt['height'], file_name=''))
             for key, crowd in (('gt_instances', 0), ('ignored_instances', 1)):
                 for box, label in zip(*gt[key]):
                     w, h = float(box[2] - box[0]), float(box[3] - box[1])
                     annotations.append(
-                        dict(id=len(annotations) + 1, image_id=gt['img_id'],
+                        dict(id=len(annotations) + 1, image_id=img_id,
                              bbox=[float(box[0]), float(box[1]), w, h],
                              area=w * h, iscrowd=crowd,
                              category_id=int(label)))
@@ -257,10 +369,15 @@ class CocoMetric(BaseMetric):
             json.dump(dets, f)
         return path
 
-    def _fast_recall(self, coco, preds):
+    def _fast_recall(self, coco, preds, img_ids):
+        """AR@N over ``img_ids``; an image without predictions (only with
+        ``eval_all_images``) has no proposals."""
+        by_id = {pred['img_id']: pred for pred in preds}
+        empty = dict(bboxes=np.zeros((0, 4)), scores=np.zeros(0))
         gts, proposals = [], []
-        for pred in preds:
-            anns = coco.loadAnns(coco.getAnnIds(imgIds=pred['img_id']))
+        for img_id in img_ids:
+            pred = by_id.get(img_id, empty)
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id))
             gts.append(
                 np.array([[a['bbox'][0], a['bbox'][1],
                            a['bbox'][0] + a['bbox'][2],
@@ -307,8 +424,10 @@ class CocoMetric(BaseMetric):
         _, log = _quiet(lambda: (evaluator.evaluate(), evaluator.accumulate(),
                                  evaluator.summarize()))
         print_log(f'Evaluating {metric}...\n{log}', logger='current')
-        # Unrounded COCOeval.stats of the last evaluation, per metric.
+        # Unrounded COCOeval.stats of the last evaluation, per metric, and
+        # the evaluator itself (its accumulated precision/recall arrays).
         self.coco_stats[metric] = [float(v) for v in evaluator.stats]
+        self.coco_evals[metric] = self.last_coco_eval = evaluator
         results = OrderedDict(
             (prefix + item, float(f'{evaluator.stats[names.index(item)]:.3f}'))
             for item in items)
