@@ -10,13 +10,17 @@ Keys of the results dict that travels through a pipeline:
 - ``LoadAnnotations``: ``gt_bboxes`` (float32 ``(N, 4)`` x1y1x2y2 pixels),
   ``gt_bboxes_labels`` (int64 ``(N,)``), ``gt_ignore_flags`` (bool ``(N,)``);
 - ``Resize``: ``scale``, ``scale_factor`` (``(w_scale, h_scale)``),
-  ``keep_ratio``; ``RandomFlip``: ``flip``, ``flip_direction``;
-  ``Pad``: ``pad_shape``;
+  ``keep_ratio`` (``RandomResize`` and ``RandomChoiceResize`` too);
+  ``RandomFlip``: ``flip``, ``flip_direction``; ``Pad``: ``pad_shape``;
+  ``RandomCrop`` and ``FilterAnnotations`` drop boxes (with their labels
+  and ignore flags) and may return None (the sample is skipped);
 - ``PackDetInputs``: ``dict(inputs=(C, H, W) tensor,
   data_samples=DetDataSample)``.
 """
 from .base import BaseTransform
+from .filter_annotations import FilterAnnotations
 from .formatting import PackDetInputs
+from .geometric_random import RandomCrop, RandomResize
 from .loading import (BrokenImageError, LoadAnnotations, LoadImageFromFile,
                       LoadImageFromNDArray)
 from .photometric import PhotoMetricDistortion
@@ -28,5 +32,6 @@ __all__ = [
     'BaseTransform', 'BrokenImageError', 'LoadImageFromFile',
     'LoadImageFromNDArray',
     'LoadAnnotations', 'Resize', 'RandomChoiceResize', 'RandomFlip', 'Pad',
-    'Expand', 'MinIoURandomCrop', 'PhotoMetricDistortion', 'PackDetInputs'
+    'Expand', 'MinIoURandomCrop', 'PhotoMetricDistortion', 'PackDetInputs',
+    'RandomResize', 'RandomCrop', 'FilterAnnotations'
 ]
