@@ -12,10 +12,18 @@ shell does not expand it)::
 Writes ``OUT_DIR/vis/<image>`` (annotated pictures) and
 ``OUT_DIR/preds/<image stem>.json`` (boxes, scores, labels, label names)
 and prints the detections of every image.
+
+``--check`` only checks the images (unreadable files, FIFOs, EXIF
+rotations, tiny or odd images; see ``DetInferencer.check_inputs``) and
+exits 1 if one cannot be read, without building the model. A checkpoint
+holding fewer than half of the model's weights is refused unless
+``--allow-partial-checkpoint``.
 """
 import argparse
 import os.path as osp
 import sys
+
+from detkit.apis.det_inferencer import score_thr_arg
 
 
 def parse_args(argv=None):
@@ -29,15 +37,21 @@ def parse_args(argv=None):
     parser.add_argument('--out-dir', default='outputs',
                         help='folder for vis/ pictures and preds/ JSON')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
-    parser.add_argument('--pred-score-thr', type=float, default=0.3,
+    parser.add_argument('--pred-score-thr', type=score_thr_arg, default=0.3,
                         help='draw, save and print detections scoring at '
-                        'least this')
+                        'least this (0 to 1)')
     parser.add_argument('--batch-size', type=int, default=1,
                         help='images per forward pass')
     parser.add_argument('--classes', nargs='+',
                         help='keep only these classes (names or indices)')
     parser.add_argument('--no-save-pred', action='store_true',
                         help='do not write the preds/ JSON files')
+    parser.add_argument('--check', action='store_true',
+                        help='only check the images (readable? odd?) and '
+                        'exit, 1 if one cannot be read')
+    parser.add_argument('--allow-partial-checkpoint', action='store_true',
+                        help='use --weights even when they hold fewer than '
+                        "half of the model's weights")
     return parser.parse_args(argv)
 
 
@@ -45,13 +59,19 @@ def main(argv=None):
     """Returns the inferencer's output (``predictions`` as dicts)."""
     args = parse_args(argv)
     from detkit.apis import DetInferencer
-    from detkit.apis.det_inferencer import collect_inputs
+    from detkit.apis.det_inferencer import build_for_cli, collect_inputs
 
     try:
         names = [name for name, _ in collect_inputs(args.img)]
     except FileNotFoundError as err:
         sys.exit(str(err))
-    inferencer = DetInferencer(args.config, args.weights, device=args.device)
+    if args.check:
+        report = DetInferencer.check_inputs(args.img)
+        print(report)
+        sys.exit(1 if report.errors else 0)
+    inferencer = build_for_cli(
+        'image_demo.py', args.config, args.weights, device=args.device,
+        allow_partial=args.allow_partial_checkpoint)
     result = inferencer(
         args.img,
         batch_size=args.batch_size,

@@ -16,6 +16,8 @@ import sys
 
 import cv2
 
+from detkit.apis.det_inferencer import score_thr_arg
+
 FOURCC = {'.mp4': 'mp4v', '.avi': 'MJPG', '.mkv': 'mp4v', '.mov': 'mp4v'}
 
 
@@ -31,8 +33,8 @@ def parse_args(argv=None):
     parser.add_argument('--frame-stride', type=int, default=1,
                         help='detect and write every N-th frame')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
-    parser.add_argument('--pred-score-thr', type=float, default=0.3,
-                        help='draw detections scoring at least this')
+    parser.add_argument('--pred-score-thr', type=score_thr_arg, default=0.3,
+                        help='draw detections scoring at least this (0 to 1)')
     parser.add_argument('--batch-size', type=int, default=1,
                         help='frames per forward pass')
     return parser.parse_args(argv)
@@ -69,9 +71,9 @@ def main(argv=None):
 
     from mmengine.utils import ProgressBar
 
-    from detkit.apis import DetInferencer
-    inferencer = DetInferencer(args.config, args.weights, device=args.device,
-                               show_progress=False)
+    from detkit.apis.det_inferencer import build_for_cli
+    inferencer = build_for_cli('video_demo.py', args.config, args.weights,
+                               device=args.device, show_progress=False)
     if osp.dirname(args.out):
         os.makedirs(osp.dirname(args.out), exist_ok=True)
     writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*FOURCC[ext]),

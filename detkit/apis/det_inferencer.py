@@ -93,6 +93,31 @@ def check_score_thr(pred_score_thr) -> float:
     return float(pred_score_thr)
 
 
+def score_thr_arg(text: str) -> float:
+    """argparse ``type`` of the demos' ``--pred-score-thr``: a number in
+    [0, 1] (else argparse's one-line usage error)."""
+    import argparse
+    try:
+        return check_score_thr(float(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def build_for_cli(prog: str, *args, **kwargs) -> 'DetInferencer':
+    """``DetInferencer(*args, **kwargs)`` for a command-line tool: an
+    unusable device or a checkpoint that does not fit the model ends the
+    program with one line instead of a traceback."""
+    from ..engine.checkpoint import PartialCheckpointError
+    try:
+        check_device(kwargs.get('device') or 'cpu')
+    except (RuntimeError, ValueError) as err:
+        sys.exit(f'{prog}: {err}')
+    try:
+        return DetInferencer(*args, **kwargs)
+    except PartialCheckpointError as err:
+        sys.exit(f'{prog}: {err}')
+
+
 def collect_inputs(inputs) -> List[tuple]:
     """``(name, source)`` pairs, ``source`` a file path or a BGR array.
 

@@ -11,14 +11,26 @@ order of the model's labels. Images are found recursively (extensions
 path relative to IMG_DIR, so use ``data_prefix=dict(img=IMG_DIR)``. Image
 ids and category ids count from 0, in sorted file order and class order.
 Width and height are those OpenCV decodes, i.e. after EXIF rotation, as
-detkit's LoadImageFromFile sees the picture.
+detkit's LoadImageFromFile sees the picture (the files are read by the same
+code). Files that cannot be read (empty, truncated, corrupt, a FIFO or
+other non-regular file) are all listed in one error.
+
+``--check`` writes nothing: it prints, for the images found, which ones
+cannot be read and which ones load but are odd (EXIF rotation, grayscale,
+tiny, extreme aspect ratio; see detkit.apis.image_check), and exits 1 if
+one cannot be read.
 """
 import argparse
 import json
 import os
 import os.path as osp
+import sys
 
-import cv2
+from detkit.apis.image_check import ImageCheckReport, ImageProblem, \
+    check_image_file
+from detkit.datasets.transforms.loading import (BrokenImageError,
+                                                imread_bytes,
+                                                read_image_bytes)
 
 EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -47,14 +59,34 @@ def find_images(img_dir, extensions=EXTENSIONS, exclude=()):
     return sorted(found)
 
 
+def check_folder(img_dir, extensions=EXTENSIONS, exclude=()):
+    """The :class:`~detkit.apis.image_check.ImageCheckReport` of the
+    images :func:`find_images` lists."""
+    found = find_images(img_dir, extensions, exclude)
+    problems = [
+        ImageProblem(rel, osp.join(img_dir, rel), severity, problem)
+        for rel in found
+        for severity, problem in check_image_file(osp.join(img_dir, rel))
+    ]
+    return ImageCheckReport(problems, len(found))
+
+
 def images_to_coco(img_dir, classes, extensions=EXTENSIONS, exclude=()):
-    images = []
+    images, unreadable = [], []
     for img_id, rel in enumerate(find_images(img_dir, extensions, exclude)):
-        img = cv2.imread(osp.join(img_dir, rel), cv2.IMREAD_COLOR)
-        if img is None:
-            raise OSError(f'cannot decode {osp.join(img_dir, rel)}')
+        path = osp.join(img_dir, rel)
+        try:
+            img = imread_bytes(read_image_bytes(path), path)
+        except BrokenImageError as err:
+            unreadable.append(f'{path}: {err.reason}')
+            continue
         images.append(dict(id=img_id, file_name=rel.replace(os.sep, '/'),
                            height=int(img.shape[0]), width=int(img.shape[1])))
+    if unreadable:
+        raise OSError(
+            f'{len(unreadable)} images under {img_dir} cannot be read; '
+            'remove or replace them (--check lists odd images too):\n  '
+            + '\n  '.join(unreadable))
     if not images:
         raise FileNotFoundError(f'no image ({", ".join(extensions)}) under '
                                 f'{img_dir}')
@@ -73,12 +105,21 @@ def parse_args(argv=None):
     parser.add_argument('--extensions', nargs='+', default=list(EXTENSIONS))
     parser.add_argument('--exclude-extensions', nargs='+', default=[],
                         help='e.g. .png to skip PNG files')
+    parser.add_argument('--check', action='store_true',
+                        help='only report unreadable and odd images (exit '
+                        '1 if one cannot be read); nothing is written')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
-    """Returns the COCO dict that was written."""
+    """Returns the COCO dict that was written (with ``--check``: exits
+    with the report's status)."""
     args = parse_args(argv)
+    if args.check:
+        report = check_folder(args.img_dir, args.extensions,
+                              args.exclude_extensions)
+        print(report)
+        sys.exit(1 if report.errors else 0)
     coco = images_to_coco(args.img_dir, read_classes(args.classes),
                           args.extensions, args.exclude_extensions)
     if osp.dirname(args.out):

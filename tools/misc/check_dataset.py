@@ -39,7 +39,6 @@ from mmengine.registry import DefaultScope
 from detkit.datasets import CocoDataset
 from detkit.datasets.base_det_dataset import AnnotationAudit, has_usable_box
 from detkit.datasets.transforms.loading import (BrokenImageError,
-                                                ImageSizeMismatchError,
                                                 LoadImageFromFile)
 from detkit.engine.launch import check_cfg_options
 from detkit.registry import DATASETS
@@ -195,7 +194,9 @@ def _check_images(check, data_list, audit, workers):
             shape = loader.transform(results)['img'].shape
         except BrokenImageError as err:
             return job, 'broken_image', err.reason, None
-        except ImageSizeMismatchError as err:
+        except ValueError as err:
+            if not hasattr(err, 'decoded'):
+                raise
             kind = 'exif_swapped' if err.swapped else 'size_mismatch'
             return job, kind, str(err), err.decoded
         return job, None, None, (shape[1], shape[0])

@@ -14,9 +14,10 @@ is not a regular file (a folder, a FIFO, a device: reading one could block
 forever), raises :class:`BrokenImageError` naming the file, so that a
 dataset can report or skip it (``skip_broken``).
 An image whose decoded size differs from the ``width``/``height`` of its
-annotation (a dataset passes them) raises :class:`ImageSizeMismatchError`
-(a ``ValueError``) naming both sizes: its boxes would be in another frame
-(typically an EXIF rotation).
+annotation (a dataset passes them) raises ``ValueError`` naming both sizes
+(its ``decoded`` and ``annotated`` attributes hold them as ``(width,
+height)``, ``swapped`` says whether they are transposed): its boxes would
+be in another frame (typically an EXIF rotation).
 """
 import os
 import os.path as osp
@@ -49,18 +50,6 @@ class BrokenImageError(OSError):
         super().__init__(f'cannot load image {path}: {reason}')
         self.path = path
         self.reason = reason
-
-
-class ImageSizeMismatchError(ValueError):
-    """An image decodes to another size than its annotation gives.
-    ``decoded`` and ``annotated`` are ``(width, height)``; ``swapped`` says
-    whether one is the other transposed (an EXIF rotation)."""
-
-    def __init__(self, message: str, decoded, annotated):
-        super().__init__(message)
-        self.decoded = tuple(decoded)
-        self.annotated = tuple(annotated)
-        self.swapped = self.decoded == self.annotated[::-1]
 
 
 def _truncation_problem(data: bytes) -> Optional[str]:
@@ -134,7 +123,10 @@ def _check_annotated_size(results: dict, hw, path: str,
     else:
         msg += (' Fix width/height in the annotation file, or re-annotate '
                 'the image if the file was replaced or resized.')
-    raise ImageSizeMismatchError(msg, (hw[1], hw[0]), (width, height))
+    error = ValueError(msg)
+    error.decoded, error.annotated = (hw[1], hw[0]), (width, height)
+    error.swapped = error.decoded == (int(round(height)), int(round(width)))
+    raise error
 
 
 def read_image_bytes(path: str, backend_args: Optional[dict] = None) -> bytes:
