@@ -1,7 +1,7 @@
 """Test (evaluate) a detector checkpoint.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out out.pkl]
-        [--show] [--show-dir DIR] [--wait-time SECONDS]
+        [--report report.html] [--show] [--show-dir DIR] [--wait-time SECONDS]
         [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
         [--fuse-conv-bn] [--channels-last] [--allow-partial-checkpoint]
 
@@ -11,6 +11,7 @@ import argparse
 
 from mmengine.hooks import Hook
 
+from detkit.engine.dist import ending_process_group
 from detkit.engine.launch import (add_common_args, add_dump_results,
                                   apply_test_args, build_runner, load_config)
 
@@ -47,6 +48,10 @@ def parse_args(argv=None):
         type=str,
         help='dump the predictions of every image to this .pkl file')
     parser.add_argument(
+        '--report',
+        help='also write the HTML evaluation report to this .html file '
+        '(detkit.engine.hooks.ReportHook)')
+    parser.add_argument(
         '--show', action='store_true', help='show the predictions')
     parser.add_argument(
         '--show-dir',
@@ -81,6 +86,8 @@ def main(argv=None):
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         parser.error(f'--out {args.out}: the dump file must end with .pkl '
                      'or .pickle')
+    if args.report is not None and not args.report.endswith(('.html', '.htm')):
+        parser.error(f'--report {args.report}: the report must end with .html')
     try:
         cfg = load_config(args.config, args)
         cfg = apply_test_args(cfg, args)
@@ -95,7 +102,11 @@ def main(argv=None):
             InferenceSpeedupHook(args.fuse_conv_bn, args.channels_last))
     if args.out is not None:
         add_dump_results(runner, args.out)
-    return runner.test()
+    if args.report is not None:
+        from detkit.engine.hooks import ReportHook
+        runner.register_hook(ReportHook(out=args.report))
+    with ending_process_group():  # see detkit.engine.dist
+        return runner.test()
 
 
 if __name__ == '__main__':

@@ -1,7 +1,8 @@
 """Train a detector from a config file.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CHECKPOINT]]
-        [--amp] [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+        [--amp] [--auto-scale-lr] [--report report.html]
+        [--cfg-options KEY=VALUE ...]
         [--launcher {none,pytorch,slurm,mpi}]
 
 Several processes (CPU or GPU):
@@ -12,6 +13,7 @@ The config handling lives in detkit.engine.launch; this file only parses.
 """
 import argparse
 
+from detkit.engine.dist import ending_process_group
 from detkit.engine.launch import (add_common_args, apply_train_args,
                                   build_runner, load_config)
 
@@ -36,6 +38,10 @@ def parse_args(argv=None):
         action='store_true',
         help='scale the learning rate by the actual total batch size '
         '(config auto_scale_lr.base_batch_size)')
+    parser.add_argument(
+        '--report',
+        help='write the HTML evaluation report of the last validation to '
+        'this .html file (detkit.engine.hooks.ReportHook)')
     add_common_args(parser)
     return parser, parser.parse_args(argv)
 
@@ -47,7 +53,13 @@ def main(argv=None):
     except FileNotFoundError as err:
         parser.error(str(err))
     runner = build_runner(cfg)
-    runner.train()
+    if args.report is not None:
+        from detkit.engine.hooks import ReportHook
+        runner.register_hook(ReportHook(out=args.report))
+    # Every rank waits for the others before the process group ends (see
+    # detkit.engine.dist.ending_process_group).
+    with ending_process_group():
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -7,10 +7,13 @@
 Each image's AP is the Pascal-VOC area AP (``detkit.evaluation.eval_map``)
 of its own detections against its own annotations, averaged over the
 classes it contains and over IoU thresholds 0.5, 0.55, ..., 0.95 (all
-detections count; ``--show-score-thr`` only affects the drawing). The
-``--topk`` highest go to ``OUT_DIR/good/``, the lowest to ``OUT_DIR/bad/``,
-drawn ground truth | prediction side by side, named
-``<image stem>_<AP rounded to 3 places><ext>``.
+detections count; ``--show-score-thr`` only affects the drawing;
+``detkit.evaluation.analysis.rank_images``, which the HTML report's gallery
+shares). The ``--topk`` highest go to ``OUT_DIR/good/``, the lowest to
+``OUT_DIR/bad/``, drawn ground truth | prediction side by side, named
+``<image stem>_<AP rounded to 3 places><ext>``. ``--show`` also shows each
+picture in a window for ``--wait-time`` seconds (0: until a key); on a
+machine without a display it says so and goes on.
 """
 import argparse
 import os
@@ -18,40 +21,14 @@ import os.path as osp
 import sys
 
 import cv2
-import numpy as np
 from mmengine.config import DictAction
+
+from detkit.evaluation.analysis import rank_images
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from results_io import (build_test_dataset, ground_truth,  # noqa: E402
-                        load_cfg, load_results, match_results, predictions)
-
-IOU_THRS = np.linspace(.5, .95, 10)
-
-
-def image_map(result, truth, num_classes):
-    """Mean over ``IOU_THRS`` of the image's VOC AP (0 when the image has
-    no annotated object)."""
-    from detkit.evaluation import eval_map
-    bboxes, scores, labels = predictions(result)
-    dets = [[
-        np.hstack([bboxes[labels == c], scores[labels == c, None]])
-        for c in range(num_classes)
-    ]]
-    keep = ~truth['ignore']
-    ann = dict(bboxes=truth['bboxes'][keep], labels=truth['labels'][keep],
-               bboxes_ignore=truth['bboxes'][~keep],
-               labels_ignore=truth['labels'][~keep])
-    aps = [eval_map(dets, [ann], iou_thr=float(thr))[0] for thr in IOU_THRS]
-    return float(np.mean(aps))
-
-
-def rank_images(pairs, num_classes):
-    """``[(AP, result, truth), ...]`` in ascending AP (ties: input order)."""
-    scored = [(image_map(r, t, num_classes), i, r, t)
-              for i, (r, t) in enumerate(pairs)]
-    scored.sort(key=lambda item: (item[0], item[1]))
-    return [(ap, r, t) for ap, _, r, t in scored]
-
+                        has_display, load_cfg, load_results, match_results,
+                        predictions, show_picture)
 
 def save_pictures(ranked, out_dir, visualizer, score_thr):
     """Draw each ``(AP, result, truth)`` into ``out_dir``; returns the
@@ -93,6 +70,11 @@ def parse_args(argv=None):
                         help='images saved in each of good/ and bad/')
     parser.add_argument('--show-score-thr', type=float, default=0,
                         help='draw predictions scoring at least this')
+    parser.add_argument('--show', action='store_true',
+                        help='also show each picture in a window')
+    parser.add_argument('--wait-time', type=float, default=0,
+                        help='seconds each picture is shown with --show '
+                        '(0: until a key is pressed)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
 
@@ -114,11 +96,18 @@ def main(argv=None):
     from detkit.visualization import DetLocalVisualizer
     visualizer = DetLocalVisualizer(name='analyze_results')
     visualizer.dataset_meta = dataset.metainfo
+    show = args.show and has_display()
+    if args.show and not show:
+        print('--show: no display on this machine (DISPLAY is not set); the '
+              f'pictures are saved under {args.show_dir}')
     for name, part in (('good', good), ('bad', bad)):
-        save_pictures(part, osp.join(args.show_dir, name), visualizer,
-                      args.show_score_thr)
+        paths = save_pictures(part, osp.join(args.show_dir, name),
+                              visualizer, args.show_score_thr)
         print(f'{name}: ' + ', '.join(
             f'{osp.basename(t["img_path"])} {ap:.3f}' for ap, _, t in part))
+        for path in paths if show else ():
+            show_picture(path, f'{name}: {osp.basename(path)}',
+                         args.wait_time)
     return dict(good=[(t['img_path'], ap) for ap, _, t in good],
                 bad=[(t['img_path'], ap) for ap, _, t in bad])
 

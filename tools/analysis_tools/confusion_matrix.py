@@ -16,7 +16,10 @@ layout). Per image and predicted class (after an optional per-class NMS at
 
 Every ground truth never found adds 1 to ``[its label, background]``.
 Writes ``OUT_DIR/confusion_matrix.png`` (rows normalised to percent) and
-``OUT_DIR/confusion_matrix.json`` (the counts).
+``OUT_DIR/confusion_matrix.json`` (the counts); ``--show`` also opens the
+picture in a window (on a machine without a display it says so and goes
+on). The counting is ``detkit.evaluation.analysis.calculate_confusion_matrix``,
+which the HTML report (``report.py``) shares.
 """
 import argparse
 import json
@@ -27,44 +30,11 @@ import sys
 import numpy as np
 from mmengine.config import DictAction
 
+from detkit.evaluation.analysis import calculate_confusion_matrix
+
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from results_io import (build_test_dataset, ground_truth,  # noqa: E402
-                        load_cfg, load_results, match_results, predictions)
-
-
-def image_confusion(matrix, gt_bboxes, gt_labels, bboxes, scores, labels,
-                    score_thr=0.3, tp_iou_thr=0.5, nms_iou_thr=None):
-    """Add one image's counts to ``matrix`` (in place)."""
-    import torch
-    from torchvision.ops import nms
-
-    from detkit.evaluation import box_iou_np
-    found = np.zeros(len(gt_labels))
-    for label in np.unique(labels):
-        mask = labels == label
-        boxes, conf = bboxes[mask], scores[mask]
-        if nms_iou_thr is not None:
-            keep = nms(torch.as_tensor(boxes), torch.as_tensor(conf),
-                       nms_iou_thr).numpy()
-            boxes, conf = boxes[keep], conf[keep]
-        boxes = boxes[conf >= score_thr]
-        hits = box_iou_np(boxes, gt_bboxes) >= tp_iou_thr  # (D, G)
-        per_gt = hits.sum(axis=0)
-        np.add.at(matrix[:, label], gt_labels, per_gt)
-        found += per_gt * (gt_labels == label)
-        matrix[-1, label] += int((hits.sum(axis=1) == 0).sum())
-    np.add.at(matrix[:, -1], gt_labels[found == 0], 1)
-
-
-def calculate_confusion_matrix(pairs, num_classes, score_thr=0.3,
-                               tp_iou_thr=0.5, nms_iou_thr=None):
-    """Counts ``(C + 1, C + 1)`` int64 over ``(result, truth)`` pairs."""
-    matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
-    for result, truth in pairs:
-        image_confusion(matrix, truth['bboxes'], truth['labels'],
-                        *predictions(result), score_thr=score_thr,
-                        tp_iou_thr=tp_iou_thr, nms_iou_thr=nms_iou_thr)
-    return matrix
+                        load_cfg, load_results, match_results, show_picture)
 
 
 def plot_confusion_matrix(matrix, names, out_file, cmap='plasma'):
@@ -104,6 +74,8 @@ def parse_args(argv=None):
                         help='per-class NMS of the predictions first')
     parser.add_argument('--color-theme', default='plasma',
                         help='matplotlib colour map')
+    parser.add_argument('--show', action='store_true',
+                        help='also show the picture in a window')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
 
@@ -119,14 +91,15 @@ def main(argv=None):
                                         args.tp_iou_thr, args.nms_iou_thr)
     os.makedirs(args.save_dir, exist_ok=True)
     names = classes + ['background']
-    plot_confusion_matrix(matrix, names,
-                          osp.join(args.save_dir, 'confusion_matrix.png'),
-                          args.color_theme)
+    picture = osp.join(args.save_dir, 'confusion_matrix.png')
+    plot_confusion_matrix(matrix, names, picture, args.color_theme)
     with open(osp.join(args.save_dir, 'confusion_matrix.json'), 'w') as f:
         json.dump(dict(classes=names, matrix=matrix.tolist()), f)
     print('rows: ground truth, columns: prediction')
     print('\n'.join(f'{name:>12} ' + ' '.join(f'{v:6d}' for v in row)
                     for name, row in zip(names, matrix)))
+    if args.show:
+        show_picture(picture, 'confusion matrix')
     return matrix
 
 

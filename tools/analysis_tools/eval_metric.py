@@ -6,7 +6,9 @@
 
 Runs the config's ``test_evaluator`` (else ``val_evaluator``), e.g.
 ``CocoMetric`` against its ``ann_file``, on the predictions of the file,
-exactly as ``tools/test.py`` did when it wrote them.
+exactly as ``tools/test.py`` did when it wrote them
+(``detkit.evaluation.analysis.evaluate_results``, which ``report.py`` runs
+too).
 """
 import argparse
 import os.path as osp
@@ -14,8 +16,11 @@ import sys
 
 from mmengine.config import DictAction
 
+from detkit.evaluation.analysis import evaluate_results
+
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from results_io import build_test_dataset, load_cfg, load_results  # noqa
+from results_io import (build_test_dataset, evaluator_cfg,  # noqa: E402
+                        load_cfg, load_results)
 
 
 def parse_args(argv=None):
@@ -29,15 +34,10 @@ def parse_args(argv=None):
 def main(argv=None):
     """Returns the metrics dict."""
     args = parse_args(argv)
-    from mmengine.evaluator import Evaluator
     cfg = load_cfg(args.config, args.cfg_options)
-    evaluator_cfg = cfg.get('test_evaluator') or cfg.get('val_evaluator')
-    if not evaluator_cfg:
-        raise SystemExit(f'{args.config} has no test_evaluator or '
-                         'val_evaluator')
-    evaluator = Evaluator(evaluator_cfg)
-    evaluator.dataset_meta = build_test_dataset(cfg).metainfo
-    metrics = evaluator.offline_evaluate(load_results(args.pkl_results))
+    metrics, _ = evaluate_results(evaluator_cfg(cfg, args.config),
+                                  build_test_dataset(cfg).metainfo,
+                                  load_results(args.pkl_results))
     print(metrics)
     return metrics
 

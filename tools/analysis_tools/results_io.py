@@ -1,5 +1,5 @@
 """What the result-file tools share: configs, a safe reader for
-``tools/test.py --out`` files, and the test set's ground truth.
+``tools/test.py --out`` files, the test set, and showing a picture.
 
 A results file is mmengine's ``DumpResults`` pickle: a list with one dict
 per test image, ``img_id``, ``img_path``, ``ori_shape``, ``scale_factor``
@@ -7,14 +7,23 @@ per test image, ``img_id``, ``img_path``, ``ori_shape``, ``scale_factor``
 ``scores (K,)``, ``labels (K,)`` CPU tensors) and the ground truth the test
 pipeline loaded (``gt_instances``, ``ignored_instances``).
 
+The numbers the tools print (ground truth, confusion matrix, per-image AP,
+COCO arrays) live in :mod:`detkit.evaluation.analysis`; ``as_array``,
+``predictions``, ``ground_truth`` and ``match_results`` are re-exported from
+there for the scripts.
+
 Scripts import this module after putting their own folder on ``sys.path``.
 """
 import io
+import os
 import os.path as osp
+import sys
 
-import numpy as np
 import torch
 from mmengine.config import Config
+
+from detkit.evaluation.analysis import (as_array, ground_truth,  # noqa: F401
+                                        match_results, predictions)
 
 
 def load_cfg(path, cfg_options=None):
@@ -69,49 +78,47 @@ def load_results(path):
     return results
 
 
-def as_array(value, shape=None):
-    value = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(
-        value)
-    return value if shape is None else value.reshape(shape)
-
-
-def predictions(result):
-    """``(bboxes (K, 4), scores (K,), labels (K,))`` numpy arrays."""
-    pred = result['pred_instances']
-    return (as_array(pred['bboxes'], (-1, 4)).astype(np.float64),
-            as_array(pred['scores'], -1).astype(np.float64),
-            as_array(pred['labels'], -1).astype(np.int64))
-
-
 def build_test_dataset(cfg):
     from detkit.registry import DATASETS
     loader = cfg.get('test_dataloader') or cfg.get('val_dataloader')
     return DATASETS.build(loader['dataset'])
 
 
-def ground_truth(dataset):
-    """``{img_id: dict(img_path, bboxes (G, 4), labels (G,), ignore (G,)
-    bool)}`` from the dataset's annotations (original pixels)."""
-    truth = {}
-    for idx in range(len(dataset)):
-        info = dataset.get_data_info(idx)
-        instances = info.get('instances', [])
-        truth[info['img_id']] = dict(
-            img_path=info['img_path'],
-            bboxes=np.array([i['bbox'] for i in instances],
-                            dtype=np.float64).reshape(-1, 4),
-            labels=np.array([i['bbox_label'] for i in instances],
-                            dtype=np.int64),
-            ignore=np.array([i.get('ignore_flag', 0) for i in instances],
-                            dtype=bool))
-    return truth
+def evaluator_cfg(cfg, path):
+    """The config's ``test_evaluator``, else its ``val_evaluator``."""
+    found = cfg.get('test_evaluator') or cfg.get('val_evaluator')
+    if not found:
+        raise SystemExit(f'{path} has no test_evaluator or val_evaluator')
+    return found
 
 
-def match_results(results, truth, path='the results file'):
-    """Pairs ``(result, its ground truth)``, matched by ``img_id``."""
-    missing = [r['img_id'] for r in results if r['img_id'] not in truth]
-    if missing:
-        raise KeyError(f'{path}: images {missing[:5]} are not in the '
-                       'config\'s test dataset; use the config the results '
-                       'were made with')
-    return [(r, truth[r['img_id']]) for r in results]
+def has_display():
+    """Whether a window can open: always on Windows and macOS; on Linux only
+    with an X11 or Wayland display."""
+    if sys.platform.startswith(('win', 'darwin')):
+        return True
+    return bool(os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY'))
+
+
+def show_picture(path, title=None, wait_time=0.0):
+    """``--show``: open the picture saved at ``path`` in an OpenCV window
+    for ``wait_time`` seconds (0: until a key is pressed). Returns False,
+    after saying why, where no window can open (a headless machine, or an
+    OpenCV built without a GUI); the caller carries on."""
+    import cv2
+    if not has_display():
+        print(f'--show: no display on this machine (DISPLAY is not set); '
+              f'the picture is saved at {path}')
+        return False
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        print(f'--show: cannot read {path}')
+        return False
+    try:
+        cv2.imshow(title or osp.basename(path), image)
+        cv2.waitKey(int(wait_time * 1000))
+    except cv2.error as err:
+        print(f'--show: OpenCV cannot open a window here ({err}); the '
+              f'picture is saved at {path}')
+        return False
+    return True
