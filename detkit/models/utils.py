@@ -1,9 +1,25 @@
-"""Small helpers shared by heads and detectors."""
-from typing import List, Optional, Sequence, Tuple
+"""Helpers shared by heads and detectors, and the batch currency of the
+target programs.
+
+Every training head (the dense heads and the RoI stage) passes the same
+tensors between assigner, sampler and target encoding:
+
+* ground truths padded to the batch's largest count: ``bboxes (B, G, 4)``,
+  ``labels (B, G)``, ``valid (B, G)`` (:class:`PaddedGts`, made once by
+  :func:`pad_gts` from the data samples);
+* priors shared by the batch ``(N, 4)`` (anchors) or per image
+  ``(B, N, 4)`` (RoI candidates), with a ``(B, N)`` validity mask;
+* a batched ``AssignResult`` and ``(B, N)`` positive / negative masks;
+* targets ``(B, N, ...)`` from :func:`sampled_targets`.
+
+See docs/anchor_head.md and docs/faster_rcnn.md.
+"""
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from mmengine.structures import InstanceData
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 
 def unpack_gt_instances(batch_data_samples) -> tuple:
@@ -23,38 +39,150 @@ def unpack_gt_instances(batch_data_samples) -> tuple:
     return gts, ignores, metas
 
 
+# -------------------------------------------------------------- padding
+def pad_boxes(boxes: Sequence[Tensor], device) -> Tuple[Tensor, Tensor]:
+    """Per-image boxes ``(G_i, 4)`` as ``(B, G, 4)`` float32, zero-padded
+    to the largest count ``G`` (0 when every image has none), and their
+    ``(B, G)`` bool validity."""
+    boxes = [b.to(device=device, dtype=torch.float32) for b in boxes]
+    counts = torch.tensor([len(b) for b in boxes], device=device)
+    num = int(counts.max()) if len(boxes) else 0
+    padded = pad_sequence(boxes, batch_first=True) if num else \
+        torch.zeros((len(boxes), 0, 4), device=device)
+    valid = torch.arange(num, device=device)[None, :] < counts[:, None]
+    return padded, valid
+
+
 def pad_instances(batch_instances: Sequence[Optional[InstanceData]],
                   device,
                   with_labels: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
-    """Pad per-image boxes to the batch's largest count, for batched
-    assignment.
+    """Pad per-image boxes to the batch's largest count.
 
     Args:
         batch_instances: B InstanceData with ``bboxes (G_i, 4)`` and
             ``labels (G_i,)`` (or None for no boxes).
 
     Returns:
-        tuple: ``bboxes (B, G, 4)`` float (zero-padded), ``labels (B, G)``
-        long (padded with -1), ``valid (B, G)`` bool, where
-        ``G = max(G_i)`` (0 when no image has a box).
+        tuple: ``bboxes (B, G, 4)`` float32 (zero-padded), ``labels (B,
+        G)`` long (padded with -1), ``valid (B, G)`` bool, where ``G =
+        max(G_i)`` (0 when no image has a box).
     """
-    counts = [0 if inst is None else len(inst) for inst in batch_instances]
-    num_imgs, max_count = len(counts), max(counts, default=0)
-    bboxes = torch.zeros((num_imgs, max_count, 4), device=device)
-    labels = torch.full((num_imgs, max_count), -1, dtype=torch.long,
-                        device=device)
-    valid = torch.zeros((num_imgs, max_count), dtype=torch.bool,
-                        device=device)
-    for i, (inst, count) in enumerate(zip(batch_instances, counts)):
-        if count == 0:
-            continue
-        bboxes[i, :count] = inst.bboxes.to(device=device, dtype=bboxes.dtype)
-        if with_labels:
-            labels[i, :count] = inst.labels.to(device)
-        valid[i, :count] = True
+    present = [inst for inst in batch_instances
+               if inst is not None and len(inst) > 0]
+    bboxes, valid = pad_boxes([
+        inst.bboxes if inst is not None and len(inst) > 0 else
+        torch.zeros((0, 4)) for inst in batch_instances
+    ], device)
+    labels = torch.full(valid.shape, -1, dtype=torch.long, device=device)
+    if with_labels and present:
+        labels[valid] = torch.cat(
+            [inst.labels.to(device=device, dtype=torch.long)
+             for inst in present])
     return bboxes, labels, valid
 
 
+class PaddedGts(NamedTuple):
+    """A batch's ground truths and ignored boxes, padded.
+
+    ``bboxes (B, G, 4)`` x1y1x2y2 pixels of the (resized) input,
+    ``labels (B, G)`` long (-1 on padding), ``valid (B, G)`` bool;
+    ``ignore_bboxes (B, Gi, 4)`` and ``ignore_valid (B, Gi)``, or None when
+    no image has an ignored box.
+    """
+    bboxes: Tensor
+    labels: Tensor
+    valid: Tensor
+    ignore_bboxes: Optional[Tensor] = None
+    ignore_valid: Optional[Tensor] = None
+
+
+def pad_gts(batch_gt_instances: Sequence[InstanceData],
+            batch_gt_instances_ignore=None,
+            device=None) -> PaddedGts:
+    """:class:`PaddedGts` of per-image ``gt_instances`` (and optional
+    ``ignored_instances``, None entries allowed) on ``device``."""
+    bboxes, labels, valid = pad_instances(batch_gt_instances, device)
+    ignore_bboxes = ignore_valid = None
+    if batch_gt_instances_ignore is not None and any(
+            ign is not None and len(ign) > 0
+            for ign in batch_gt_instances_ignore):
+        ignore_bboxes, _, ignore_valid = pad_instances(
+            batch_gt_instances_ignore, device, with_labels=False)
+    return PaddedGts(bboxes, labels, valid, ignore_bboxes, ignore_valid)
+
+
+# ------------------------------------------------------------- targets
+def sampled_targets(priors: Tensor,
+                    gt_bboxes: Tensor,
+                    assign_result,
+                    pos_mask: Tensor,
+                    neg_mask: Tensor,
+                    num_classes: int,
+                    bbox_coder,
+                    reg_decoded_bbox: bool = False,
+                    pos_weight: float = -1,
+                    class_agnostic: bool = False) -> dict:
+    """Classification and box targets of sampled priors, for the batch.
+
+    The one target rule of the anchor heads and of the R-CNN box head:
+    a positive takes its ground truth's label (0 when ``class_agnostic``:
+    an RPN only knows "object") and the deltas (or, with
+    ``reg_decoded_bbox``, the box) of that ground truth; a negative takes
+    label ``num_classes`` (background); both get classification weight 1
+    (``pos_weight`` for positives when > 0), everything else weight 0.
+
+    Args:
+        priors: ``(N, 4)`` shared by the batch or ``(B, N, 4)``.
+        gt_bboxes: ``(B, G, 4)`` padded ground truths.
+        assign_result: batched ``AssignResult`` (``gt_inds``, ``labels``
+            ``(B, N)``).
+        pos_mask, neg_mask: ``(B, N)`` bool, the sampled priors.
+
+    Returns:
+        dict: ``labels (B, N)`` long, ``label_weights (B, N)``,
+        ``bbox_targets (B, N, 4)``, ``bbox_weights (B, N, 4)``.
+    """
+    num_imgs, num_priors = pos_mask.shape
+    labels = priors.new_full((num_imgs, num_priors), num_classes,
+                             dtype=torch.long)
+    labels[pos_mask] = 0 if class_agnostic else assign_result.labels[pos_mask]
+    label_weights = (pos_mask | neg_mask).to(priors.dtype)
+    if pos_weight > 0:
+        label_weights[pos_mask] = pos_weight
+
+    bbox_targets = priors.new_zeros((num_imgs, num_priors, 4))
+    bbox_weights = priors.new_zeros((num_imgs, num_priors, 4))
+    # Row-major positives: image by image, ascending prior index (the RoI
+    # order of the positives too), so one encode covers the batch.
+    img_idx, prior_idx = pos_mask.nonzero(as_tuple=True)
+    pos_gt = gt_bboxes[img_idx, assign_result.gt_inds[img_idx, prior_idx] - 1]
+    if reg_decoded_bbox:
+        bbox_targets[img_idx, prior_idx] = pos_gt
+    else:
+        pos_priors = (priors[prior_idx] if priors.dim() == 2 else
+                      priors[img_idx, prior_idx])
+        bbox_targets[img_idx, prior_idx] = bbox_coder.encode(pos_priors,
+                                                             pos_gt)
+    bbox_weights[img_idx, prior_idx] = 1.0
+    return dict(labels=labels, label_weights=label_weights,
+                bbox_targets=bbox_targets, bbox_weights=bbox_weights)
+
+
+def reduce_mean(tensor: Tensor) -> Tensor:
+    """The mean of ``tensor`` over the distributed ranks (itself when not
+    distributed): heads that normalise by a count summed over the whole
+    global batch (FCOS, ATSS) use it so every rank divides by the same
+    number."""
+    import torch.distributed as dist
+    from mmengine.dist import get_world_size, is_distributed
+    if not is_distributed():
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor.div_(get_world_size()), op=dist.ReduceOp.SUM)
+    return tensor
+
+
+# --------------------------------------------------------------- layout
 def upcast_low_precision(tensors: Sequence[Optional[Tensor]]) -> list:
     """``tensors`` with every float16/bfloat16 one cast to float32 (others,
     and ``None``, as they are).

@@ -8,7 +8,7 @@ is that ground truth's label, or -1 where the prior is not positive.
 A result is either single-image (``gt_inds (N,)``, ``num_gts`` an int) or
 batched (``gt_inds (B, N)``, ``num_gts`` a ``(B,)`` long tensor).
 """
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -56,19 +56,38 @@ class AssignResult:
             int(self.num_gts[img_idx]), self.gt_inds[img_idx],
             self.max_overlaps[img_idx], self.labels[img_idx])
 
-    def add_gt_(self, gt_labels: Tensor) -> None:
+    def add_gt_(self, gt_labels: Tensor,
+                gt_valid: Optional[Tensor] = None) -> None:
         """Prepend the ground truths as priors assigned to themselves
-        (``RandomSampler(add_gt_as_proposals=True)``, single image)."""
-        if self.is_batched:
-            raise ValueError('AssignResult.add_gt_ works on single-image '
-                             'results; use for_image(i) first')
-        num = len(gt_labels)
+        (``RandomSampler(add_gt_as_proposals=True)``): ground truth ``k``
+        becomes prior ``k`` with ``gt_ind = k + 1``, IoU 1 and its label.
+
+        Args:
+            gt_labels: ``(G,)`` for a single-image result, or ``(B, G)``
+                padded labels for a batched one.
+            gt_valid: batched only, ``(B, G)`` bool; a padding row becomes
+                an ignored prior (``gt_inds = labels = -1``,
+                ``max_overlaps = -1``), so the candidates of an image are
+                ``[its G_i ground truths ; padding ; its priors]``.
+        """
+        if gt_labels.dim() != self.gt_inds.dim():
+            raise ValueError(
+                f'AssignResult.add_gt_: gt_labels of shape '
+                f'{tuple(gt_labels.shape)} do not fit a result with gt_inds '
+                f'of shape {tuple(self.gt_inds.shape)}')
+        num = gt_labels.size(-1)
         self_inds = torch.arange(
-            1, num + 1, dtype=torch.long, device=gt_labels.device)
-        self.gt_inds = torch.cat([self_inds, self.gt_inds])
-        self.max_overlaps = torch.cat(
-            [self.max_overlaps.new_ones(num), self.max_overlaps])
-        self.labels = torch.cat([gt_labels.to(self.labels), self.labels])
+            1, num + 1, dtype=torch.long,
+            device=gt_labels.device).expand_as(gt_labels)
+        overlaps = self.max_overlaps.new_ones(gt_labels.shape)
+        labels = gt_labels.to(self.labels)
+        if gt_valid is not None:
+            self_inds = self_inds.masked_fill(~gt_valid, -1)
+            overlaps = overlaps.masked_fill(~gt_valid, -1)
+            labels = labels.masked_fill(~gt_valid, -1)
+        self.gt_inds = torch.cat([self_inds, self.gt_inds], -1)
+        self.max_overlaps = torch.cat([overlaps, self.max_overlaps], -1)
+        self.labels = torch.cat([labels, self.labels], -1)
 
     def set_extra_property(self, key: str, value) -> None:
         if key in ('num_gts', 'gt_inds', 'max_overlaps', 'labels'):

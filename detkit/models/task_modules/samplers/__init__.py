@@ -1,6 +1,9 @@
-"""Samplers and their result, registered in ``TASK_UTILS``."""
+"""Samplers and their results, registered in ``TASK_UTILS``."""
 from .pseudo_sampler import PseudoSampler
 from .random_sampler import RandomSampler
-from .sampling_result import SamplingResult
+from .sampling_result import BatchSamplingResult, SamplingResult, prepend_gts
 
-__all__ = ['PseudoSampler', 'RandomSampler', 'SamplingResult']
+__all__ = [
+    'PseudoSampler', 'RandomSampler', 'SamplingResult', 'BatchSamplingResult',
+    'prepend_gts'
+]

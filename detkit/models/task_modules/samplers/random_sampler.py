@@ -1,11 +1,15 @@
 """Sample a fixed number of priors per image, a fraction of them positive
-(RPN and the R-CNN stage; MMDET_SEMANTICS §4).
+(RPN and the R-CNN stage; docs/sampling.md).
 
-The random draws are mmdetection's, call for call: for each image in batch
-order, if there are more positive candidates than wanted,
-``torch.randperm(num_candidates)[:k]`` on the CPU generator picks them;
-then the same for negatives. A seeded run therefore selects exactly the
-priors mmdetection selects.
+The sampler works on the batch's ``(B, N)`` assignment and returns
+``(B, N)`` positive / negative masks. Its random draws are mmdetection's,
+call for call: for each image in batch order, if there are more positive
+candidates than wanted, ``torch.randperm(num_candidates)[:k]`` on the CPU
+generator picks them (candidates in ascending index order); then the same
+for negatives. A seeded run therefore selects exactly the priors
+mmdetection selects. This per-image draw is the one Python loop over the
+images of a training step: the random stream has to be consumed image by
+image, in mmdetection's order.
 """
 from typing import Tuple
 
@@ -14,7 +18,7 @@ from torch import Tensor
 
 from ....registry import TASK_UTILS
 from ..assigners.assign_result import AssignResult
-from .sampling_result import SamplingResult
+from .sampling_result import SamplingResult, prepend_gts, single_image_batch
 
 
 def _random_subset(mask: Tensor, num: int) -> Tensor:
@@ -36,15 +40,20 @@ class RandomSampler:
         pos_fraction: at most ``int(num * pos_fraction)`` positives.
         neg_pos_ub: negatives at most ``int(neg_pos_ub * max(1, #pos))``;
             -1 for no bound.
-        add_gt_as_proposals: ``sample`` prepends the ground truths to the
-            priors as positives of themselves (R-CNN stage).
+        add_gt_as_proposals: the ground truths become candidates, positives
+            of themselves (R-CNN stage; see :func:`prepend_gts`).
+        **kwargs: ignored (heads pass ``context=self``, which samplers that
+            score candidates, such as OHEM, use).
     """
+
+    avg_factor_with_neg = True
 
     def __init__(self,
                  num: int,
                  pos_fraction: float,
                  neg_pos_ub: float = -1,
-                 add_gt_as_proposals: bool = True):
+                 add_gt_as_proposals: bool = True,
+                 **kwargs):
         if num < 0 or not 0 <= pos_fraction <= 1:
             raise ValueError('RandomSampler: num must be >= 0 and '
                              f'pos_fraction in [0, 1], got num={num}, '
@@ -55,10 +64,13 @@ class RandomSampler:
         self.add_gt_as_proposals = add_gt_as_proposals
 
     # --------------------------------------------------------------- batch
-    def sample_batch(self, assign_result: AssignResult
+    def sample_batch(self, assign_result: AssignResult, **kwargs
                      ) -> Tuple[Tensor, Tensor]:
         """Bool ``(pos_mask, neg_mask)`` shaped like ``gt_inds``
-        (``(B, N)`` for a batch); no ground truths are prepended."""
+        (``(B, N)`` for a batch). Candidates are ``gt_inds > 0`` and
+        ``gt_inds == 0``; the ground truths must already be among them
+        (:func:`prepend_gts`). ``kwargs`` (``priors``, ``feats``, ... of
+        the RoI stage) are not needed here."""
         gt_inds = assign_result.gt_inds
         batched = gt_inds.dim() == 2
         if not batched:
@@ -95,7 +107,8 @@ class RandomSampler:
     # ----------------------------------------------------------- one image
     def sample(self, assign_result: AssignResult, pred_instances,
                gt_instances, **kwargs) -> SamplingResult:
-        """mmdetection's single-image interface.
+        """mmdetection's single-image interface: the batched sampler on a
+        batch of one.
 
         Args:
             assign_result: single-image result over the priors; it is not
@@ -114,24 +127,21 @@ class RandomSampler:
         if priors.dim() < 2:
             priors = priors[None, :]
         gt_bboxes = gt_instances.bboxes
-        gt_flags = priors.new_zeros((priors.shape[0], ), dtype=torch.uint8)
+        assign, candidates, valid, gt_valid = single_image_batch(
+            assign_result, priors, gt_bboxes)
+        gt_flags = torch.zeros_like(valid)
         if self.add_gt_as_proposals and len(gt_bboxes) > 0:
-            priors = torch.cat([gt_bboxes, priors[:, :gt_bboxes.size(-1)]])
-            assign_result = AssignResult(assign_result.num_gts,
-                                         assign_result.gt_inds,
-                                         assign_result.max_overlaps,
-                                         assign_result.labels)
-            assign_result.add_gt_(gt_instances.labels)
-            gt_flags = torch.cat([
-                gt_flags.new_ones(gt_bboxes.shape[0]), gt_flags])
-        pos_mask, neg_mask = self.sample_batch(assign_result)
+            assign, candidates, _, gt_flags = prepend_gts(
+                assign, candidates[..., :4], valid, gt_bboxes[None],
+                gt_instances.labels[None], gt_valid)
+        pos_mask, neg_mask = self.sample_batch(assign)
         return SamplingResult(
-            pos_inds=pos_mask.nonzero(as_tuple=True)[0],
-            neg_inds=neg_mask.nonzero(as_tuple=True)[0],
-            priors=priors,
+            pos_inds=pos_mask[0].nonzero(as_tuple=True)[0],
+            neg_inds=neg_mask[0].nonzero(as_tuple=True)[0],
+            priors=candidates[0],
             gt_bboxes=gt_bboxes,
-            assign_result=assign_result,
-            gt_flags=gt_flags,
+            assign_result=assign.for_image(0),
+            gt_flags=gt_flags[0].to(torch.uint8),
             avg_factor_with_neg=True)
 
     def __repr__(self) -> str:
