@@ -1,10 +1,46 @@
-"""Anchor-based dense head: priors, batched targets, losses, decoding.
+"""The training skeleton of every dense head: priors -> targets ->
+classification term -> box term -> named losses (docs/anchor_head.md).
 
-Targets for the whole batch are one tensor program: anchors are shared by
-every image of a batch (one padded input size), ground truths are padded to
-the batch's largest count with a validity mask, and the assigner works on
-``(B, G, N)`` overlaps. See MMDET_SEMANTICS §7 (targets, loss normalisation)
-and §8 (prediction).
+:meth:`AnchorHead.loss_by_feat` is the one loss program; a head changes it
+only through these hooks (each a method or class attribute):
+
+``get_priors(featmap_sizes, batch_img_metas, device)``
+    ``(priors, valid, num_level_priors)``: priors of all levels ``(N, 4)``
+    anchors here, ``(N, 2)`` points for an anchor-free head (FCOS: its
+    ``MlvlPointGenerator``), shared by the batch; ``valid (B, N)`` bool;
+    priors per level. Prediction uses ``prior_generator.grid_priors``.
+``get_targets(priors, valid, gts, batch_img_metas, num_level_priors)``
+    the target rule, for the whole batch: ``gts`` is :class:`PaddedGts`
+    (``(B, G, 4)`` boxes + ``(B, G)`` mask). Returns a dict with at least
+    ``labels (B, N)`` (``num_classes`` = background), ``label_weights (B,
+    N)``, ``bbox_targets (B, N, 4)``, ``bbox_weights (B, N, 4)``,
+    ``pos_mask``, ``neg_mask`` and ``avg_factor`` (the loss normaliser);
+    a head may add keys for its own terms (FCOS: centerness targets; its
+    avg_factor is ``max(reduce_mean(#pos), 1)``). The default assigns
+    (``assign`` hook), samples and encodes with :func:`sampled_targets`.
+``assign(priors, valid, gts, num_level_priors)``
+    the batched assignment (ATSS: ``assign_batch(priors, num_level_priors,
+    ...)``).
+``loss_cls_term(cls_score, targets)``
+    ``cls_score (B, N, C)``; SSD overrides it (hard-negative mining).
+``loss_bbox_term(bbox_pred, priors, targets)``
+    ``bbox_pred (B, N, 4)``; FCOS / ATSS override it (IoU loss on the
+    positives' decoded boxes weighted by centerness targets, divided by
+    their ``reduce_mean`` sum).
+``loss_score_factor_term(score_factor, priors, targets)``
+    extra terms (``{'loss_centerness': ...}``) of a head with a third
+    per-level output ``score_factor (B, N)``, e.g. centerness logits.
+``loss_names``, ``class_agnostic``
+    the names of the two terms; RPN: ``loss_rpn_cls`` / ``loss_rpn_bbox``
+    and class-agnostic targets (label 0 for every positive).
+
+A head with a third output (FCOS / ATSS centerness) returns it from
+``forward_single`` as a third value; ``forward`` then returns three lists,
+and the head passes the third on in its ``loss_by_feat(cls_scores,
+bbox_preds, centernesses, batch_gt_instances, batch_img_metas,
+batch_gt_instances_ignore=None)`` as ``super().loss_by_feat(...,
+score_factors=centernesses)``; prediction takes it as ``score_factors``
+(see base_dense_head.py).
 """
 from typing import List, Optional, Tuple
 
@@ -15,9 +51,8 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from ...registry import MODELS, TASK_UTILS
-from ..utils import (empty_instances, levels_to_images, pad_instances,
-                     upcast_low_precision)
-from .base_dense_head import BaseDenseHead, topk_per_image
+from ..utils import PaddedGts, levels_to_images, pad_gts, sampled_targets
+from .base_dense_head import BaseDenseHead
 
 
 class AnchorHead(BaseDenseHead):
@@ -29,7 +64,8 @@ class AnchorHead(BaseDenseHead):
             ``num_classes``.
         in_channels: channels of each input feature map.
         feat_channels: channels of the hidden convs (subclasses).
-        anchor_generator, bbox_coder: TASK_UTILS configs.
+        anchor_generator, bbox_coder: TASK_UTILS configs (the prior
+            generator may be any, e.g. a point generator).
         reg_decoded_bbox: regress decoded boxes (IoU-style losses) instead
             of deltas.
         loss_cls, loss_bbox: MODELS configs.
@@ -37,7 +73,13 @@ class AnchorHead(BaseDenseHead):
             ``allowed_border``, ``pos_weight``.
         test_cfg: ``nms_pre``, ``score_thr``, ``nms``, ``max_per_img``,
             ``min_bbox_size``.
+
+    Attributes:
+        num_base_priors: priors per location, one int per level.
     """
+
+    loss_names = dict(cls='loss_cls', bbox='loss_bbox')
+    class_agnostic = False
 
     def __init__(self,
                  num_classes: int,
@@ -74,8 +116,7 @@ class AnchorHead(BaseDenseHead):
             num_classes if self.use_sigmoid_cls else num_classes + 1)
         self.reg_decoded_bbox = reg_decoded_bbox
         self.prior_generator = TASK_UTILS.build(anchor_generator)
-        # One anchor count per location for every level (RetinaNet, RPN).
-        self.num_base_priors = self.prior_generator.num_base_priors[0]
+        self.num_base_priors = list(self.prior_generator.num_base_priors)
         self.bbox_coder = TASK_UTILS.build(bbox_coder)
         self.loss_cls = MODELS.build(loss_cls)
         self.loss_bbox = MODELS.build(loss_bbox)
@@ -84,42 +125,58 @@ class AnchorHead(BaseDenseHead):
         if self.train_cfg:
             self.assigner = TASK_UTILS.build(self.train_cfg['assigner'])
             sampler = self.train_cfg.get('sampler', dict(type='PseudoSampler'))
-            self.sampler = TASK_UTILS.build(sampler)
+            self.sampler = TASK_UTILS.build(
+                sampler, default_args=dict(context=self))
         self._init_layers()
 
+    def shared_num_base_priors(self) -> int:
+        """The one prior count per location of a head whose layers serve
+        every level (RetinaNet, RPN)."""
+        if len(set(self.num_base_priors)) != 1:
+            raise ValueError(
+                f'{type(self).__name__}: its layers are shared by all '
+                'levels, so every level needs the same number of priors '
+                f'per location; the generator gives {self.num_base_priors}')
+        return self.num_base_priors[0]
+
     def _init_layers(self) -> None:
+        num_priors = self.shared_num_base_priors()
         self.conv_cls = nn.Conv2d(self.in_channels,
-                                  self.num_base_priors * self.cls_out_channels,
-                                  1)
-        self.conv_reg = nn.Conv2d(
-            self.in_channels,
-            self.num_base_priors * self.bbox_coder.encode_size, 1)
+                                  num_priors * self.cls_out_channels, 1)
+        self.conv_reg = nn.Conv2d(self.in_channels,
+                                  num_priors * self.bbox_coder.encode_size, 1)
 
     def forward_single(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """One level: ``(B, A*C, H, W)`` scores, ``(B, A*4, H, W)`` deltas."""
         return self.conv_cls(x), self.conv_reg(x)
 
-    def forward(self, x: Tuple[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
-        """Per-level ``cls_scores`` and ``bbox_preds`` (lists over levels)."""
+    def forward(self, x: Tuple[Tensor]) -> Tuple[List[Tensor], ...]:
+        """Per-level outputs of ``forward_single``, one list per output
+        (``cls_scores``, ``bbox_preds``, ...)."""
         outs = [self.forward_single(feat) for feat in x]
-        return [o[0] for o in outs], [o[1] for o in outs]
+        return tuple(list(level_outs) for level_outs in zip(*outs))
 
-    # ------------------------------------------------------------- targets
+    # -------------------------------------------------------------- priors
     def get_anchors(self, featmap_sizes, batch_img_metas, device):
         """Anchors ``(N, 4)`` of all levels and valid flags ``(B, N)``.
 
         An anchor is valid when it lies in the part of the padded batch
-        input covered by its image's own padding (``pad_shape``).
+        input covered by its image's own padding (``pad_shape``); flags
+        are made once per distinct pad shape.
         """
-        mlvl_anchors = self.prior_generator.grid_priors(
-            featmap_sizes, device=device)
-        anchors = torch.cat(mlvl_anchors)
-        valid = torch.stack([
-            torch.cat(
-                self.prior_generator.valid_flags(
-                    featmap_sizes, meta.get('pad_shape', meta['img_shape']),
-                    device)) for meta in batch_img_metas
-        ])
+        anchors = torch.cat(
+            self.prior_generator.grid_priors(featmap_sizes, device=device))
+        shapes = [
+            tuple(meta.get('pad_shape', meta['img_shape'])[:2])
+            for meta in batch_img_metas
+        ]
+        flags = {
+            shape: torch.cat(
+                self.prior_generator.valid_flags(featmap_sizes, shape,
+                                                 device))
+            for shape in dict.fromkeys(shapes)
+        }
+        valid = torch.stack([flags[shape] for shape in shapes])
         allowed_border = (self.train_cfg or {}).get('allowed_border', -1)
         if allowed_border >= 0:
             valid = valid & self._inside_flags(anchors, batch_img_metas,
@@ -136,67 +193,53 @@ class AnchorHead(BaseDenseHead):
                 (anchors[None, :, 2] < w + border) &
                 (anchors[None, :, 3] < h + border))
 
-    def get_targets(self, anchors: Tensor, valid: Tensor,
-                    batch_gt_instances, batch_gt_instances_ignore=None):
-        """Classification and regression targets of every anchor.
+    def get_priors(self, featmap_sizes, batch_img_metas, device):
+        """Hook: ``(priors (N, 4), valid (B, N), num_level_priors)``."""
+        anchors, valid = self.get_anchors(featmap_sizes, batch_img_metas,
+                                          device)
+        num_level_priors = [
+            int(h) * int(w) * a
+            for (h, w), a in zip(featmap_sizes, self.num_base_priors)
+        ]
+        return anchors, valid, num_level_priors
+
+    # ------------------------------------------------------------- targets
+    def assign(self, priors: Tensor, valid: Tensor, gts: PaddedGts,
+               num_level_priors: Optional[List[int]] = None):
+        """Hook: the batched ``AssignResult`` of ``priors`` (``(B, N)``)."""
+        return self.assigner.assign_batch(
+            priors, gts.bboxes, gts.labels, gt_valid=gts.valid,
+            priors_valid=valid, gt_bboxes_ignore=gts.ignore_bboxes,
+            ignore_valid=gts.ignore_valid)
+
+    def get_targets(self, priors: Tensor, valid: Tensor, gts: PaddedGts,
+                    batch_img_metas: Optional[List[dict]] = None,
+                    num_level_priors: Optional[List[int]] = None) -> dict:
+        """Hook: classification and regression targets of every prior.
 
         Args:
-            anchors: ``(N, 4)`` shared by the batch.
-            valid: ``(B, N)`` anchors that take part.
+            priors: ``(N, 4)`` shared by the batch.
+            valid: ``(B, N)`` priors that take part.
+            gts: the batch's padded ground truths (:func:`pad_gts`).
 
         Returns:
             dict: ``labels (B, N)`` (``num_classes`` = background),
             ``label_weights (B, N)``, ``bbox_targets (B, N, 4)``,
             ``bbox_weights (B, N, 4)``, ``pos_mask``, ``neg_mask`` and
-            ``avg_factor`` (float, see MMDET_SEMANTICS §7).
+            ``avg_factor`` (float: the sampler's normaliser, see
+            docs/anchor_head.md).
         """
-        device = anchors.device
-        gt_bboxes, gt_labels, gt_valid = pad_instances(
-            batch_gt_instances, device)
-        ignore_bboxes = ignore_valid = None
-        if batch_gt_instances_ignore is not None and any(
-                ign is not None and len(ign) > 0
-                for ign in batch_gt_instances_ignore):
-            ignore_bboxes, _, ignore_valid = pad_instances(
-                batch_gt_instances_ignore, device, with_labels=False)
-        assign = self.assigner.assign_batch(
-            anchors,
-            gt_bboxes,
-            gt_labels,
-            gt_valid=gt_valid,
-            priors_valid=valid,
-            gt_bboxes_ignore=ignore_bboxes,
-            ignore_valid=ignore_valid)
+        assign = self.assign(priors, valid, gts, num_level_priors)
         pos_mask, neg_mask = self.sampler.sample_batch(assign)
-
-        num_imgs, num_anchors = valid.shape
-        labels = anchors.new_full((num_imgs, num_anchors),
-                                  self.num_classes,
-                                  dtype=torch.long)
-        labels[pos_mask] = assign.labels[pos_mask]
-        pos_weight = self.train_cfg.get('pos_weight', -1)
-        label_weights = (pos_mask | neg_mask).to(anchors.dtype)
-        if pos_weight > 0:
-            label_weights[pos_mask] = pos_weight
-
-        bbox_targets = anchors.new_zeros((num_imgs, num_anchors, 4))
-        bbox_weights = anchors.new_zeros((num_imgs, num_anchors, 4))
-        img_idx, anchor_idx = pos_mask.nonzero(as_tuple=True)
-        pos_gt = gt_bboxes[img_idx, assign.gt_inds[img_idx, anchor_idx] - 1]
-        if self.reg_decoded_bbox:
-            bbox_targets[img_idx, anchor_idx] = pos_gt
-        else:
-            bbox_targets[img_idx, anchor_idx] = self.bbox_coder.encode(
-                anchors[anchor_idx], pos_gt)
-        bbox_weights[img_idx, anchor_idx] = 1.0
-        return dict(
-            labels=labels,
-            label_weights=label_weights,
-            bbox_targets=bbox_targets,
-            bbox_weights=bbox_weights,
-            pos_mask=pos_mask,
-            neg_mask=neg_mask,
-            avg_factor=self.sampler.avg_factor(pos_mask, neg_mask))
+        targets = sampled_targets(
+            priors, gts.bboxes, assign, pos_mask, neg_mask,
+            num_classes=self.num_classes, bbox_coder=self.bbox_coder,
+            reg_decoded_bbox=self.reg_decoded_bbox,
+            pos_weight=self.train_cfg.get('pos_weight', -1),
+            class_agnostic=self.class_agnostic)
+        targets.update(pos_mask=pos_mask, neg_mask=neg_mask,
+                       avg_factor=self.sampler.avg_factor(pos_mask, neg_mask))
+        return targets
 
     # --------------------------------------------------------------- losses
     def loss_by_feat(self,
@@ -204,105 +247,62 @@ class AnchorHead(BaseDenseHead):
                      bbox_preds: List[Tensor],
                      batch_gt_instances: List[InstanceData],
                      batch_img_metas: List[dict],
-                     batch_gt_instances_ignore=None) -> dict:
-        """``loss_cls`` and ``loss_bbox`` over all anchors of the batch.
+                     batch_gt_instances_ignore=None,
+                     score_factors: Optional[List[Tensor]] = None) -> dict:
+        """The named losses over all priors of the batch (see the module
+        docstring for the hooks).
 
         Equal to the sum of mmdetection's per-level losses: both are sums
-        over anchors divided by the same ``avg_factor``.
+        over priors divided by the same ``avg_factor``.
         """
+        device = cls_scores[0].device
         featmap_sizes = [s.shape[-2:] for s in cls_scores]
-        anchors, valid = self.get_anchors(featmap_sizes, batch_img_metas,
-                                          cls_scores[0].device)
-        targets = self.get_targets(anchors, valid, batch_gt_instances,
-                                   batch_gt_instances_ignore)
-        avg_factor = targets['avg_factor']
+        priors, valid, num_level_priors = self.get_priors(
+            featmap_sizes, batch_img_metas, device)
+        gts = pad_gts(batch_gt_instances, batch_gt_instances_ignore, device)
+        targets = self.get_targets(priors, valid, gts, batch_img_metas,
+                                   num_level_priors)
         cls_score = levels_to_images(cls_scores, self.cls_out_channels)
         bbox_pred = levels_to_images(bbox_preds, self.bbox_coder.encode_size)
+        losses = {
+            self.loss_names['cls']: self.loss_cls_term(cls_score, targets),
+            self.loss_names['bbox']: self.loss_bbox_term(
+                bbox_pred, priors, targets),
+        }
+        if score_factors is not None:
+            losses.update(
+                self.loss_score_factor_term(
+                    levels_to_images(score_factors, 1)[..., 0], priors,
+                    targets))
+        return losses
 
-        loss_cls = self.loss_cls(
+    def loss_cls_term(self, cls_score: Tensor, targets: dict) -> Tensor:
+        """Hook: ``loss_cls`` over all priors / ``avg_factor``."""
+        return self.loss_cls(
             cls_score.reshape(-1, self.cls_out_channels),
             targets['labels'].reshape(-1),
             targets['label_weights'].reshape(-1),
-            avg_factor=avg_factor)
+            avg_factor=targets['avg_factor'])
 
+    def loss_bbox_term(self, bbox_pred: Tensor, priors: Tensor,
+                       targets: dict) -> Tensor:
+        """Hook: ``loss_bbox`` over all priors (weight 0 off the
+        positives) / ``avg_factor``; decoded boxes against ground-truth
+        boxes with ``reg_decoded_bbox``."""
         pred = bbox_pred.reshape(-1, self.bbox_coder.encode_size)
         if self.reg_decoded_bbox:
             pred = self.bbox_coder.decode(
-                anchors.expand(cls_score.size(0), -1, -1).reshape(-1, 4),
-                pred)
-        loss_bbox = self.loss_bbox(
+                priors.expand(bbox_pred.size(0), -1, -1).reshape(
+                    -1, priors.size(-1)), pred)
+        return self.loss_bbox(
             pred,
             targets['bbox_targets'].reshape(-1, 4),
             targets['bbox_weights'].reshape(-1, 4),
-            avg_factor=avg_factor)
-        return dict(loss_cls=loss_cls, loss_bbox=loss_bbox)
+            avg_factor=targets['avg_factor'])
 
-    # ------------------------------------------------------------- predict
-    def predict_by_feat(self,
-                        cls_scores: List[Tensor],
-                        bbox_preds: List[Tensor],
-                        score_factors=None,
-                        batch_img_metas: Optional[List[dict]] = None,
-                        cfg: Optional[ConfigDict] = None,
-                        rescale: bool = False,
-                        with_nms: bool = True) -> List[InstanceData]:
-        """Detections per image (MMDET_SEMANTICS §8).
-
-        Per level, the top ``nms_pre`` (prior, class) pairs above
-        ``score_thr`` of every image are chosen in one batched ``topk``;
-        only those are decoded. NMS then runs per image.
-        """
-        cfg = self.test_cfg if cfg is None else cfg
-        cfg = ConfigDict(cfg)
-        # fp16/bf16 inference: decode in float32.
-        cls_scores = upcast_low_precision(cls_scores)
-        bbox_preds = upcast_low_precision(bbox_preds)
-        featmap_sizes = [s.shape[-2:] for s in cls_scores]
-        device = cls_scores[0].device
-        mlvl_priors = self.prior_generator.grid_priors(
-            featmap_sizes, dtype=cls_scores[0].dtype, device=device)
-        nms_pre = cfg.get('nms_pre', -1)
-        score_thr = cfg.get('score_thr', 0)
-        img_shapes = [meta['img_shape'][:2] for meta in batch_img_metas]
-
-        boxes, scores, labels, valids = [], [], [], []
-        for cls_score, bbox_pred, priors in zip(cls_scores, bbox_preds,
-                                                mlvl_priors):
-            level_scores = self._scores_of(
-                levels_to_images([cls_score], self.cls_out_channels))
-            deltas = levels_to_images([bbox_pred],
-                                      self.bbox_coder.encode_size)
-            top_scores, prior_idx, top_labels, valid = topk_per_image(
-                level_scores, score_thr, nms_pre)
-            top_deltas = deltas.gather(
-                1, prior_idx[..., None].expand(-1, -1, deltas.size(-1)))
-            boxes.append(
-                self.bbox_coder.decode(
-                    priors[prior_idx], top_deltas, max_shape=img_shapes))
-            scores.append(top_scores)
-            labels.append(top_labels)
-            valids.append(valid)
-        boxes, scores = torch.cat(boxes, 1), torch.cat(scores, 1)
-        labels, valids = torch.cat(labels, 1), torch.cat(valids, 1)
-
-        results_list = []
-        for img_id, meta in enumerate(batch_img_metas):
-            keep = valids[img_id]
-            if not bool(keep.any()):
-                results_list.append(empty_instances(device))
-                continue
-            results = InstanceData(
-                bboxes=boxes[img_id][keep],
-                scores=scores[img_id][keep],
-                labels=labels[img_id][keep])
-            results_list.append(
-                self.bbox_post_process(results, cfg, rescale, with_nms,
-                                       meta))
-        return results_list
-
-    def _scores_of(self, cls_logits: Tensor) -> Tensor:
-        """Probabilities ``(B, N, num_classes)``: sigmoid, or softmax with
-        the background column (the last) dropped."""
-        if self.use_sigmoid_cls:
-            return cls_logits.sigmoid()
-        return cls_logits.softmax(-1)[..., :-1]
+    def loss_score_factor_term(self, score_factor: Tensor, priors: Tensor,
+                               targets: dict) -> dict:
+        """Hook: the losses of a third output ``score_factor (B, N)``."""
+        raise NotImplementedError(
+            f'{type(self).__name__} got score_factors but defines no '
+            'loss_score_factor_term for them')

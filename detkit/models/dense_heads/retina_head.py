@@ -1,4 +1,8 @@
-"""RetinaNet's head: two towers of 3x3 convs shared across FPN levels."""
+"""RetinaNet's head: two towers of 3x3 convs shared across FPN levels.
+
+Targets, focal / box losses and prediction are :class:`AnchorHead`'s
+(docs/anchor_head.md); this file only adds the layers.
+"""
 import torch.nn as nn
 
 from ...registry import MODELS
@@ -51,6 +55,7 @@ class RetinaHead(AnchorHead):
             **kwargs)
 
     def _init_layers(self) -> None:
+        num_priors = self.shared_num_base_priors()
         self.cls_convs = nn.ModuleList()
         self.reg_convs = nn.ModuleList()
         channels = self.in_channels
@@ -67,15 +72,9 @@ class RetinaHead(AnchorHead):
                         norm_cfg=self.norm_cfg))
             channels = self.feat_channels
         self.retina_cls = nn.Conv2d(
-            channels,
-            self.num_base_priors * self.cls_out_channels,
-            3,
-            padding=1)
+            channels, num_priors * self.cls_out_channels, 3, padding=1)
         self.retina_reg = nn.Conv2d(
-            channels,
-            self.num_base_priors * self.bbox_coder.encode_size,
-            3,
-            padding=1)
+            channels, num_priors * self.bbox_coder.encode_size, 3, padding=1)
 
     def forward_single(self, x):
         """One level: ``(B, A*C, H, W)`` scores, ``(B, A*4, H, W)`` deltas."""

@@ -1,20 +1,20 @@
 """SSD's head: per-level convs, softmax classification with hard-negative
-mining (Liu et al., SSD: Single Shot MultiBox Detector, §2.2).
+mining (Liu et al., SSD: Single Shot MultiBox Detector, §2.2;
+docs/ssd.md).
 
-Anchors, targets and decoding are :class:`AnchorHead`'s; this file adds the
-per-level (unshared) layers, the varying anchor count per level and the
-loss of MMDET_SEMANTICS §9.
+Anchors, targets, the box loss and decoding are :class:`AnchorHead`'s; this
+file adds the per-level (unshared) layers, whose anchor count varies by
+level, and the one override of the loss skeleton: the classification term
+(:func:`hard_negative_ce`).
 """
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from mmengine.structures import InstanceData
 from torch import Tensor
 
 from ...registry import MODELS
 from ..layers import ConvModule, DepthwiseSeparableConvModule
-from ..utils import levels_to_images
 from .anchor_head import AnchorHead
 
 
@@ -129,11 +129,9 @@ class SSDHead(AnchorHead):
             train_cfg=train_cfg,
             test_cfg=test_cfg,
             init_cfg=init_cfg)
-        # One anchor count per level, as mmdetection stores it.
-        self.num_base_priors = list(self.prior_generator.num_base_priors)
 
     def _init_layers(self) -> None:
-        num_priors = self.prior_generator.num_base_priors
+        num_priors = self.num_base_priors
         if len(self.in_channels) != len(num_priors):
             raise ValueError(
                 f'SSDHead: {len(self.in_channels)} in_channels '
@@ -184,7 +182,9 @@ class SSDHead(AnchorHead):
 
     def forward(self, x: Tuple[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
         """Per level ``(B, A_l*(C+1), H, W)`` scores and ``(B, A_l*4, H, W)``
-        deltas, channel ``a * (C+1) + c`` being anchor a, class c."""
+        deltas, channel ``a * (C+1) + c`` being anchor a, class c. Each
+        level runs its own branches (there is no shared per-level
+        ``forward_single``)."""
         if len(x) != len(self.cls_convs):
             raise ValueError(f'SSDHead: got {len(x)} feature maps for '
                              f'{len(self.cls_convs)} levels')
@@ -192,36 +192,17 @@ class SSDHead(AnchorHead):
         bbox_preds = [conv(feat) for feat, conv in zip(x, self.reg_convs)]
         return cls_scores, bbox_preds
 
-    def forward_single(self, x: Tensor):
-        raise NotImplementedError(
-            'SSDHead has different layers per level; call forward() with '
-            'all levels')
+    def loss_cls_term(self, cls_score: Tensor, targets: dict) -> Tensor:
+        """``sum_img (CE of positives + CE of the top-k negatives) / N``
+        with ``N = avg_factor = sum_img max(#pos_img, 1)``; no eps here,
+        unlike every other normalised loss (docs/ssd.md).
 
-    def loss_by_feat(self,
-                     cls_scores: List[Tensor],
-                     bbox_preds: List[Tensor],
-                     batch_gt_instances: List[InstanceData],
-                     batch_img_metas: List[dict],
-                     batch_gt_instances_ignore=None) -> dict:
-        """``loss_cls`` and ``loss_bbox`` of the batch (MMDET_SEMANTICS §9).
-
-        With ``N = sum_img max(#pos_img, 1)``: ``loss_cls = sum_img
-        (CE of positives + CE of the top-k negatives) / N`` and
-        ``loss_bbox = sum smooth-L1 of positive deltas / (N + eps)``. An
-        image without positives (e.g. without ground truth) adds 0 to
-        both and 1 to N. mmdetection returns per-image lists whose sum is
-        logged; these are those sums.
+        The box term is the skeleton's: ``sum smooth-L1 of positive deltas
+        / (N + eps)``. An image without positives (e.g. without ground
+        truth) adds 0 to both and 1 to N. mmdetection returns per-image
+        lists whose sum is logged; these are those sums.
         """
-        featmap_sizes = [s.shape[-2:] for s in cls_scores]
-        anchors, valid = self.get_anchors(featmap_sizes, batch_img_metas,
-                                          cls_scores[0].device)
-        targets = self.get_targets(anchors, valid, batch_gt_instances,
-                                   batch_gt_instances_ignore)
-        avg_factor = targets['avg_factor']
-        cls_score = levels_to_images(cls_scores, self.cls_out_channels)
-        bbox_pred = levels_to_images(bbox_preds, self.bbox_coder.encode_size)
         num_imgs, num_anchors = targets['labels'].shape
-
         ce = self.loss_cls(
             cls_score.reshape(-1, self.cls_out_channels),
             targets['labels'].reshape(-1),
@@ -229,16 +210,4 @@ class SSDHead(AnchorHead):
             reduction_override='none').view(num_imgs, num_anchors)
         per_image = hard_negative_ce(ce, targets['pos_mask'],
                                      self.neg_pos_ratio)
-        # No eps here, unlike every other normalised loss (§9).
-        loss_cls = per_image.sum() / avg_factor
-
-        pred = bbox_pred.reshape(-1, self.bbox_coder.encode_size)
-        if self.reg_decoded_bbox:
-            pred = self.bbox_coder.decode(
-                anchors.expand(num_imgs, -1, -1).reshape(-1, 4), pred)
-        loss_bbox = self.loss_bbox(
-            pred,
-            targets['bbox_targets'].reshape(-1, 4),
-            targets['bbox_weights'].reshape(-1, 4),
-            avg_factor=avg_factor)
-        return dict(loss_cls=loss_cls, loss_bbox=loss_bbox)
+        return per_image.sum() / targets['avg_factor']

@@ -7,6 +7,7 @@ from conftest import read_compat
 from mmengine.structures import InstanceData
 
 from detkit.models.dense_heads import RetinaHead
+from detkit.models.utils import pad_gts
 from detkit.structures import DetDataSample
 
 NUM_CLASSES = 3
@@ -147,7 +148,7 @@ def test_batched_loss_equals_per_image_losses():
         targets = head.get_targets(
             *head.get_anchors([f.shape[-2:] for f in feats],
                               [samples[i].metainfo], feats[0].device),
-            [samples[i].gt_instances])
+            pad_gts([samples[i].gt_instances]))
         per_image.append((one, targets['avg_factor']))
     eps = 1.1920929e-07
     total_avg = sum(a for _, a in per_image)
@@ -168,8 +169,8 @@ def test_positive_anchor_targets_and_zero_regression_loss_for_exact_match():
     idx = (2 * 8 + 3) * 9 + 4
     gt = anchors[idx].tolist()
     targets = head.get_targets(anchors, valid,
-                               [sample((64, 64), boxes=[gt],
-                                       labels=[1]).gt_instances])
+                               pad_gts([sample((64, 64), boxes=[gt],
+                                               labels=[1]).gt_instances]))
     assert targets['labels'][0, idx] == 1
     assert targets['pos_mask'][0, idx]
     assert targets['bbox_targets'][0, idx].abs().max() == 0
