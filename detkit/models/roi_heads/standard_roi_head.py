@@ -1,20 +1,31 @@
 """The RoI stage of Faster R-CNN: assign proposals to ground truths, sample
-RoIs, pool their features and run the box head (MMDET_SEMANTICS §11).
+RoIs, pool their features and run the box head (docs/faster_rcnn.md).
 
-Training, per batch:
+Training is one batched program in the currency of the dense heads
+(docs/anchor_head.md), with proposals as per-image priors:
 
 1. Proposals (``<= max_per_img`` per image, resized-image pixels) are
-   padded to the batch's largest count and assigned to the ground truths in
-   one batched ``MaxIoUAssigner`` call.
-2. Each image is sampled by ``RandomSampler.sample`` (the counts differ per
-   image), which prepends the ground truths as proposals; the RoIs of an
-   image are its positives then its negatives.
-3. RoI pooling, the box head and the losses run once over all RoIs of all
-   images.
+   padded to ``(B, N, 4)`` with a ``(B, N)`` mask, ground truths to ``(B,
+   G, 4)`` (:func:`pad_gts`), and assigned in one batched
+   ``MaxIoUAssigner`` call.
+2. With ``add_gt_as_proposals`` the candidates become ``[ground truths ;
+   proposals]`` ``(B, G + N, 4)`` (:func:`prepend_gts`); the sampler draws
+   ``(B, G + N)`` positive / negative masks (per image, in mmdetection's
+   random order).
+3. The RoIs are, image after image, its positives then its negatives
+   (:meth:`BatchSamplingResult.roi_index`); RoI pooling (and the optional
+   ``shared_head``, e.g. C4's ResNet stage 4) and the box head run once over
+   all of them, and the box head's targets (``(B, G + N, ...)``, gathered
+   in RoI order) give the losses.
+
+The sampler is built with ``context=self`` and its ``sample_batch`` gets
+the candidates (``priors``, ``gt_flags``) and ``feats``, so that a sampler
+that scores candidates before choosing (OHEM) can run
+``context._bbox_forward(feats, rois)`` and
+``context.bbox_head.loss(..., reduction_override='none')`` on them.
 """
 from typing import List, Optional, Sequence, Tuple
 
-import torch
 from mmengine.config import ConfigDict
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
@@ -22,35 +33,24 @@ from torch import Tensor
 
 from ...registry import MODELS, TASK_UTILS
 from ...structures import bbox2roi
-from ..utils import empty_instances, pad_instances, unpack_gt_instances
-
-
-def pad_proposals(proposals: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:
-    """``(B, N, 4)`` proposals zero-padded to the largest count and their
-    ``(B, N)`` bool validity."""
-    counts = [len(p) for p in proposals]
-    num = max(counts, default=0)
-    device = proposals[0].device
-    padded = torch.zeros((len(counts), num, 4), device=device)
-    valid = torch.zeros((len(counts), num), dtype=torch.bool, device=device)
-    for i, (props, count) in enumerate(zip(proposals, counts)):
-        padded[i, :count] = props
-        valid[i, :count] = True
-    return padded, valid
+from ..task_modules.samplers import BatchSamplingResult, prepend_gts
+from ..utils import empty_instances, pad_boxes, pad_gts, unpack_gt_instances
 
 
 @MODELS.register_module()
 class StandardRoIHead(BaseModule):
-    """Box-only RoI head (no mask branch, no shared head).
+    """Box-only RoI head (no mask branch).
 
     Args:
         bbox_roi_extractor: MODELS config (``SingleRoIExtractor``).
         bbox_head: MODELS config (``Shared2FCBBoxHead``).
+        shared_head: optional MODELS config of layers between RoI pooling
+            and the box head (C4 detectors: a ResNet stage).
         train_cfg: ``assigner``, ``sampler``, ``pos_weight`` (the
             detector's ``train_cfg.rcnn``).
         test_cfg: ``score_thr``, ``nms``, ``max_per_img`` (the detector's
             ``test_cfg.rcnn``).
-        mask_roi_extractor, mask_head, shared_head: must be None.
+        mask_roi_extractor, mask_head: must be None.
     """
 
     def __init__(self,
@@ -64,8 +64,7 @@ class StandardRoIHead(BaseModule):
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         for name, cfg in (('mask_roi_extractor', mask_roi_extractor),
-                          ('mask_head', mask_head),
-                          ('shared_head', shared_head)):
+                          ('mask_head', mask_head)):
             if cfg is not None:
                 raise ValueError(
                     f'StandardRoIHead: {name} is not supported by detkit '
@@ -75,11 +74,14 @@ class StandardRoIHead(BaseModule):
                              'bbox_head configs (model.roi_head.*)')
         self.train_cfg = ConfigDict(train_cfg) if train_cfg else None
         self.test_cfg = ConfigDict(test_cfg) if test_cfg else None
+        if shared_head is not None:
+            self.shared_head = MODELS.build(shared_head)
         self.bbox_roi_extractor = MODELS.build(bbox_roi_extractor)
         self.bbox_head = MODELS.build(bbox_head)
         if self.train_cfg:
             self.bbox_assigner = TASK_UTILS.build(self.train_cfg['assigner'])
-            self.bbox_sampler = TASK_UTILS.build(self.train_cfg['sampler'])
+            self.bbox_sampler = TASK_UTILS.build(
+                self.train_cfg['sampler'], default_args=dict(context=self))
 
     @property
     def with_bbox(self) -> bool:
@@ -91,14 +93,16 @@ class StandardRoIHead(BaseModule):
 
     @property
     def with_shared_head(self) -> bool:
-        return False
+        return getattr(self, 'shared_head', None) is not None
 
     # ------------------------------------------------------------ forward
     def _bbox_forward(self, x: Sequence[Tensor], rois: Tensor) -> dict:
         """``cls_score (R, C + 1)``, ``bbox_pred (R, 4C)`` and the pooled
-        ``bbox_feats (R, C_feat, 7, 7)`` of ``rois (R, 5)``."""
+        ``bbox_feats (R, C_feat, h, w)`` of ``rois (R, 5)``."""
         bbox_feats = self.bbox_roi_extractor(
             x[:self.bbox_roi_extractor.num_inputs], rois)
+        if self.with_shared_head:
+            bbox_feats = self.shared_head(bbox_feats)
         cls_score, bbox_pred = self.bbox_head(bbox_feats)
         return dict(
             cls_score=cls_score, bbox_pred=bbox_pred, bbox_feats=bbox_feats)
@@ -114,50 +118,35 @@ class StandardRoIHead(BaseModule):
     # ------------------------------------------------------------- train
     def sample(self, rpn_results_list: List[InstanceData],
                batch_gt_instances: List[InstanceData],
-               batch_gt_instances_ignore=None) -> list:
-        """One ``SamplingResult`` per image (batched assignment, per-image
-        sampling)."""
+               batch_gt_instances_ignore=None,
+               feats: Optional[Sequence[Tensor]] = None
+               ) -> BatchSamplingResult:
+        """Assign and sample the whole batch (steps 1 and 2); indexing the
+        result gives mmdetection's per-image ``SamplingResult``."""
         if self.train_cfg is None:
             raise ValueError('StandardRoIHead: training needs train_cfg '
                              '(the detector\'s train_cfg.rcnn with assigner '
                              'and sampler)')
-        proposals = [res.bboxes.detach() for res in rpn_results_list]
-        device = proposals[0].device
-        if hasattr(self.bbox_assigner, 'assign_batch'):
-            priors, priors_valid = pad_proposals(proposals)
-            gt_bboxes, gt_labels, gt_valid = pad_instances(
-                batch_gt_instances, device)
-            ignore = ignore_valid = None
-            if batch_gt_instances_ignore is not None and any(
-                    ign is not None and len(ign) > 0
-                    for ign in batch_gt_instances_ignore):
-                ignore, _, ignore_valid = pad_instances(
-                    batch_gt_instances_ignore, device, with_labels=False)
-            assign = self.bbox_assigner.assign_batch(
-                priors, gt_bboxes, gt_labels, gt_valid=gt_valid,
-                priors_valid=priors_valid, gt_bboxes_ignore=ignore,
-                ignore_valid=ignore_valid)
-            assign_results = []
-            for i, props in enumerate(proposals):
-                result = assign.for_image(i)
-                count = len(props)
-                result.gt_inds = result.gt_inds[:count]
-                result.max_overlaps = result.max_overlaps[:count]
-                result.labels = result.labels[:count]
-                assign_results.append(result)
-        else:
-            ignores = batch_gt_instances_ignore or [None] * len(proposals)
-            assign_results = [
-                self.bbox_assigner.assign(
-                    InstanceData(priors=props), gts, ign)
-                for props, gts, ign in zip(proposals, batch_gt_instances,
-                                           ignores)
-            ]
-        return [
-            self.bbox_sampler.sample(result, InstanceData(priors=props), gts)
-            for result, props, gts in zip(assign_results, proposals,
-                                          batch_gt_instances)
-        ]
+        device = rpn_results_list[0].bboxes.device
+        proposals, proposals_valid = pad_boxes(
+            [res.bboxes.detach() for res in rpn_results_list], device)
+        gts = pad_gts(batch_gt_instances, batch_gt_instances_ignore, device)
+        assign = self.bbox_assigner.assign_batch(
+            proposals, gts.bboxes, gts.labels, gt_valid=gts.valid,
+            priors_valid=proposals_valid, gt_bboxes_ignore=gts.ignore_bboxes,
+            ignore_valid=gts.ignore_valid)
+        priors, priors_valid = proposals, proposals_valid
+        gt_flags = priors_valid.new_zeros(priors_valid.shape)
+        if self.bbox_sampler.add_gt_as_proposals and gts.bboxes.size(1):
+            assign, priors, priors_valid, gt_flags = prepend_gts(
+                assign, proposals, proposals_valid, gts.bboxes, gts.labels,
+                gts.valid)
+        pos_mask, neg_mask = self.bbox_sampler.sample_batch(
+            assign, priors=priors, gt_flags=gt_flags, feats=feats)
+        return BatchSamplingResult(
+            priors, priors_valid, gt_flags, assign, pos_mask, neg_mask,
+            gts.bboxes,
+            avg_factor_with_neg=self.bbox_sampler.avg_factor_with_neg)
 
     def loss(self, x: Tuple[Tensor], rpn_results_list: List[InstanceData],
              batch_data_samples) -> dict:
@@ -170,13 +159,15 @@ class StandardRoIHead(BaseModule):
             batch_data_samples: with ``gt_instances``.
         """
         gts, ignores, _ = unpack_gt_instances(batch_data_samples)
-        sampling_results = self.sample(rpn_results_list, gts, ignores)
+        sampling_results = self.sample(rpn_results_list, gts, ignores,
+                                       feats=x)
         return self.bbox_loss(x, sampling_results)['loss_bbox']
 
-    def bbox_loss(self, x: Tuple[Tensor], sampling_results: list) -> dict:
+    def bbox_loss(self, x: Tuple[Tensor],
+                  sampling_results: BatchSamplingResult) -> dict:
         """Forward all sampled RoIs at once; ``loss_bbox`` holds the loss
         dict (mmdetection's layout)."""
-        rois = bbox2roi([res.priors for res in sampling_results])
+        rois = sampling_results.rois()
         results = self._bbox_forward(x, rois)
         targets = self.bbox_head.loss_and_target(
             cls_score=results['cls_score'],

@@ -1,6 +1,6 @@
 """Shared2FCBBoxHead / BBoxHead: parameter names, targets in RoI order,
-class-specific box selection, loss normalisation (MMDET_SEMANTICS §11) and
-decoding + per-class NMS."""
+class-specific box selection, loss normalisation (by all sampled RoIs,
+docs/faster_rcnn.md) and decoding + per-class NMS."""
 import math
 
 import pytest
@@ -12,7 +12,7 @@ from detkit.models.roi_heads.bbox_heads import (BBoxHead, ConvFCBBoxHead,
                                                 Shared2FCBBoxHead,
                                                 Shared4Conv1FCBBoxHead)
 from detkit.models.task_modules.assigners.assign_result import AssignResult
-from detkit.models.task_modules.samplers import SamplingResult
+from detkit.models.task_modules.samplers import BatchSamplingResult
 
 L1 = dict(type='L1Loss', loss_weight=1.0)
 CE = dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)
@@ -82,8 +82,8 @@ def test_convfc_branch_dimensions():
 
 
 def sampling_result(pos_priors, pos_gt, pos_labels, neg_priors):
-    """A SamplingResult whose priors are [pos ; neg] with pos assigned to
-    pos_gt (one GT per positive)."""
+    """One image's candidates [pos ; neg] with pos assigned to pos_gt (one
+    GT per positive), as tensors."""
     num_pos, num_neg = len(pos_priors), len(neg_priors)
     priors = torch.tensor(pos_priors + neg_priors).reshape(-1, 4)
     gt = torch.tensor(pos_gt).reshape(-1, 4)
@@ -91,13 +91,37 @@ def sampling_result(pos_priors, pos_gt, pos_labels, neg_priors):
                          torch.zeros(num_neg, dtype=torch.long)])
     labels = torch.cat([torch.tensor(pos_labels, dtype=torch.long),
                         torch.full((num_neg, ), -1)])
-    assign = AssignResult(len(gt), gt_inds, torch.zeros(len(gt_inds)),
-                          labels)
-    return SamplingResult(
-        pos_inds=torch.arange(num_pos),
-        neg_inds=torch.arange(num_pos, num_pos + num_neg),
-        priors=priors, gt_bboxes=gt, assign_result=assign,
-        gt_flags=torch.zeros(len(priors), dtype=torch.uint8))
+    return priors, gt, gt_inds, labels
+
+
+def batch(*images):
+    """The images' candidates as the padded batch the RoI head trains on
+    (every candidate sampled)."""
+    num = max(len(img[0]) for img in images)
+    num_gts = max(len(img[1]) for img in images)
+    priors = torch.zeros(len(images), num, 4)
+    gts = torch.zeros(len(images), num_gts, 4)
+    gt_inds = torch.full((len(images), num), -1)
+    labels = torch.full((len(images), num), -1)
+    valid = torch.zeros(len(images), num, dtype=torch.bool)
+    for i, (p, g, inds, lab) in enumerate(images):
+        priors[i, :len(p)], gts[i, :len(g)] = p, g
+        gt_inds[i, :len(p)], labels[i, :len(p)] = inds, lab
+        valid[i, :len(p)] = True
+    assign = AssignResult(torch.tensor([len(img[1]) for img in images]),
+                          gt_inds, torch.zeros(gt_inds.shape), labels)
+    return BatchSamplingResult(priors, valid, torch.zeros_like(valid),
+                               assign, gt_inds > 0, gt_inds == 0, gts)
+
+
+def roi_targets(head, res, cfg):
+    """``(labels, label_weights, bbox_targets, bbox_weights)`` of the
+    sampled RoIs in RoI order, and the padded ``(B, M)`` targets."""
+    padded = head.get_targets(res.priors, res.gt_bboxes, res.assign_result,
+                              res.pos_mask, res.neg_mask, cfg)
+    img, cand = res.roi_index()
+    return tuple(padded[k][img, cand] for k in (
+        'labels', 'label_weights', 'bbox_targets', 'bbox_weights')), padded
 
 
 def two_images():
@@ -106,13 +130,13 @@ def two_images():
     img1 = sampling_result([[0., 0., 20., 10.], [5., 5., 25., 25.]],
                            [[0., 0., 20., 10.], [7., 3., 27., 28.]], [0, 1],
                            [[30., 30., 40., 40.]])
-    return [img0, img1]
+    return batch(img0, img1)
 
 
 def test_targets_follow_roi_order_positives_then_negatives_per_image():
     head = small_head()
-    labels, weights, targets, bbox_weights = head.get_targets(
-        two_images(), dict(pos_weight=-1))
+    (labels, weights, targets, bbox_weights), _ = roi_targets(
+        head, two_images(), dict(pos_weight=-1))
     assert labels.tolist() == [2, 3, 3, 0, 1, 3]
     assert weights.tolist() == [1.] * 6
     assert bbox_weights.sum(1).tolist() == [4., 0., 0., 4., 4., 0.]
@@ -121,9 +145,11 @@ def test_targets_follow_roi_order_positives_then_negatives_per_image():
     torch.testing.assert_close(
         targets[0], torch.tensor([1., 3., 0., math.log(1.2) / 0.2]))
     assert targets[3].abs().sum() == 0  # a GT proposal of itself
-    per_image = head.get_targets(two_images(), None, concat=False)[0]
+    res = two_images()
+    padded = roi_targets(head, res, None)[1]['labels']
+    per_image = [padded[i][res.priors_valid[i]] for i in range(2)]
     assert [t.tolist() for t in per_image] == [[2, 3, 3], [0, 1, 3]]
-    labels, weights, _, _ = head.get_targets(two_images(),
+    (labels, weights, _, _), _ = roi_targets(head, two_images(),
                                              dict(pos_weight=2.0))
     assert weights.tolist() == [2., 1., 1., 2., 2., 1.]
 
@@ -131,7 +157,8 @@ def test_targets_follow_roi_order_positives_then_negatives_per_image():
 def test_loss_picks_each_positive_s_own_class_block_and_divides_by_all_rois():
     head = small_head()
     results = two_images()
-    labels, weights, targets, bbox_weights = head.get_targets(results, None)
+    (labels, weights, targets, bbox_weights), _ = roi_targets(
+        head, results, None)
     num_rois = 6
     # every class block but the right one is far off: only the own class
     # may enter the loss
@@ -141,8 +168,7 @@ def test_loss_picks_each_positive_s_own_class_block_and_divides_by_all_rois():
     for k in range(4):
         bbox_pred[rows, labels.clamp(max=2) * 4 + k] = own[:, k]
     cls_score = torch.randn(num_rois, 4)
-    rois = torch.cat([torch.zeros(num_rois, 1),
-                      torch.cat([r.priors for r in results])], 1)
+    rois = results.rois()
     losses = head.loss(cls_score, bbox_pred, rois, labels, weights, targets,
                        bbox_weights)
     # 3 positives x (0.5 + 0.25 + 0 + 1) over all 6 sampled RoIs (not 3)
@@ -158,8 +184,8 @@ def test_loss_picks_each_positive_s_own_class_block_and_divides_by_all_rois():
 
 def test_class_agnostic_regression_uses_the_single_block():
     head = small_head(reg_class_agnostic=True)
-    results = two_images()
-    labels, weights, targets, bbox_weights = head.get_targets(results, None)
+    (labels, weights, targets, bbox_weights), _ = roi_targets(
+        head, two_images(), None)
     bbox_pred = targets + 0.5
     losses = head.loss(torch.zeros(6, 4), bbox_pred, None, labels, weights,
                        targets, bbox_weights)
@@ -170,7 +196,8 @@ def test_class_agnostic_regression_uses_the_single_block():
 def test_no_positive_gives_zero_bbox_loss_with_a_graph():
     head = small_head()
     bg = sampling_result([], [], [], [[0., 0., 5., 5.], [1., 1., 9., 9.]])
-    labels, weights, targets, bbox_weights = head.get_targets([bg], None)
+    (labels, weights, targets, bbox_weights), _ = roi_targets(
+        head, batch(bg), None)
     assert labels.tolist() == [3, 3]
     cls_score = torch.zeros(2, 4)
     bbox_pred = torch.ones(2, 12, requires_grad=True)

@@ -138,7 +138,12 @@ def test_batch_with_an_image_without_gt():
     torch.manual_seed(5)
     sampled = head.sample(props, [d.gt_instances for d in data])
     bbox = head.bbox_loss(x, sampled)
-    labels, _, targets, _ = head.bbox_head.get_targets(sampled, None)
+    padded = head.bbox_head.get_targets(
+        sampled.priors, sampled.gt_bboxes, sampled.assign_result,
+        sampled.pos_mask, sampled.neg_mask, None)
+    img, cand = sampled.roi_index()  # RoI order
+    labels = padded['labels'][img, cand]
+    targets = padded['bbox_targets'][img, cand]
     cls_score, bbox_pred = bbox['cls_score'], bbox['bbox_pred']
     assert labels.tolist() == [2] * 21 + [3] * 220
     ce = torch.nn.functional.cross_entropy(cls_score, labels,

@@ -1,11 +1,12 @@
 """The R-CNN box head: classify each RoI and refine its box
-(MMDET_SEMANTICS §11).
+(docs/faster_rcnn.md).
 
 Classification is a softmax over ``num_classes + 1`` with background as the
 last class. Regression predicts deltas (``DeltaXYWHBBoxCoder``, stds
 ``(0.1, 0.1, 0.2, 0.2)``) per class (``(R, 4 * C)``, class ``c`` at columns
 ``4c..4c+3``) or, with ``reg_class_agnostic``, once (``(R, 4)``). Targets,
-losses and decoding are batched over all RoIs of all images; only the final
+losses and decoding are batched over all RoIs of all images (targets with
+the dense heads' rule, on the padded ``(B, M)`` candidates); only the final
 per-class NMS runs image by image.
 """
 from typing import List, Optional, Sequence, Tuple
@@ -21,7 +22,7 @@ from torch import Tensor
 from ....registry import MODELS, TASK_UTILS
 from ...layers import multiclass_nms
 from ...losses import accuracy
-from ...utils import empty_instances, upcast_low_precision
+from ...utils import empty_instances, sampled_targets, upcast_low_precision
 
 
 def _check_linear(cfg: dict, key: str) -> None:
@@ -147,67 +148,50 @@ class BBoxHead(BaseModule):
         return cls_score, bbox_pred
 
     # ------------------------------------------------------------- targets
-    def get_targets(self, sampling_results: Sequence, rcnn_train_cfg,
-                    concat: bool = True):
-        """Targets of the sampled RoIs, in RoI order (per image: positives
-        then negatives).
+    def get_targets(self, priors: Tensor, gt_bboxes: Tensor, assign_result,
+                    pos_mask: Tensor, neg_mask: Tensor,
+                    rcnn_train_cfg) -> dict:
+        """Targets of every candidate RoI of the batch, in the padded layout
+        (the dense heads' target rule, :func:`sampled_targets`).
+
+        Args:
+            priors: ``(B, M, 4)`` candidates (``[gts ; proposals]``).
+            gt_bboxes: ``(B, G, 4)`` padded ground truths.
+            assign_result: batched ``AssignResult`` over the candidates.
+            pos_mask, neg_mask: ``(B, M)`` bool, the sampled RoIs.
+            rcnn_train_cfg: ``pos_weight`` (or None).
 
         Returns:
-            tuple: ``labels (R,)`` (``num_classes`` for negatives),
-            ``label_weights (R,)``, ``bbox_targets (R, 4)``,
-            ``bbox_weights (R, 4)``; with ``concat=False`` each is a list
-            over images.
+            dict: ``labels (B, M)`` (``num_classes`` for negatives),
+            ``label_weights (B, M)``, ``bbox_targets (B, M, 4)``,
+            ``bbox_weights (B, M, 4)``; 0 weights off the sampled RoIs.
         """
-        pos_counts = [len(res.pos_priors) for res in sampling_results]
-        neg_counts = [len(res.neg_priors) for res in sampling_results]
-        pos_priors = torch.cat([res.pos_priors for res in sampling_results])
-        pos_gt = torch.cat([res.pos_gt_bboxes for res in sampling_results])
-        pos_labels = torch.cat(
-            [res.pos_gt_labels for res in sampling_results])
-        device = pos_priors.device
-        # RoI order alternates [pos_i ; neg_i]: mark the positive rows.
-        flags = torch.tensor(
-            [flag for p, n in zip(pos_counts, neg_counts)
-             for flag in (True, False)],
-            device=device)
-        sizes = torch.tensor(
-            [c for pair in zip(pos_counts, neg_counts) for c in pair],
-            device=device)
-        is_pos = flags.repeat_interleave(sizes)
-        num_rois = is_pos.numel()
-
-        labels = torch.full((num_rois, ), self.num_classes, dtype=torch.long,
-                            device=device)
-        labels[is_pos] = pos_labels.long()
-        pos_weight = (rcnn_train_cfg or {}).get('pos_weight', -1)
-        label_weights = pos_priors.new_ones(num_rois)
-        if pos_weight > 0:
-            label_weights[is_pos] = pos_weight
-        bbox_targets = pos_priors.new_zeros((num_rois, 4))
-        bbox_weights = pos_priors.new_zeros((num_rois, 4))
-        if pos_priors.numel() > 0:
-            bbox_targets[is_pos] = (
-                pos_gt if self.reg_decoded_bbox else self.bbox_coder.encode(
-                    pos_priors, pos_gt))
-            bbox_weights[is_pos] = 1.0
-        targets = (labels, label_weights, bbox_targets, bbox_weights)
-        if concat:
-            return targets
-        per_image = [p + n for p, n in zip(pos_counts, neg_counts)]
-        return tuple(list(t.split(per_image)) for t in targets)
+        return sampled_targets(
+            priors, gt_bboxes, assign_result, pos_mask, neg_mask,
+            num_classes=self.num_classes, bbox_coder=self.bbox_coder,
+            reg_decoded_bbox=self.reg_decoded_bbox,
+            pos_weight=(rcnn_train_cfg or {}).get('pos_weight', -1))
 
     # --------------------------------------------------------------- losses
     def loss_and_target(self,
                         cls_score: Tensor,
                         bbox_pred: Tensor,
                         rois: Tensor,
-                        sampling_results: Sequence,
+                        sampling_results,
                         rcnn_train_cfg,
-                        concat: bool = True,
                         reduction_override: Optional[str] = None) -> dict:
-        """``dict(loss_bbox={loss_cls, acc, loss_bbox}, bbox_targets=...)``
-        (mmdetection's return layout)."""
-        targets = self.get_targets(sampling_results, rcnn_train_cfg, concat)
+        """Losses of the sampled RoIs ``rois (R, 5)`` in RoI order (see
+        ``BatchSamplingResult.roi_index``):
+        ``dict(loss_bbox={loss_cls, acc, loss_bbox}, bbox_targets=(labels,
+        label_weights, bbox_targets, bbox_weights))``, each target ``(R,
+        ...)`` (mmdetection's return layout)."""
+        res = sampling_results
+        padded = self.get_targets(res.priors, res.gt_bboxes,
+                                  res.assign_result, res.pos_mask,
+                                  res.neg_mask, rcnn_train_cfg)
+        img, cand = res.roi_index()
+        targets = tuple(padded[key][img, cand] for key in (
+            'labels', 'label_weights', 'bbox_targets', 'bbox_weights'))
         losses = self.loss(cls_score, bbox_pred, rois, *targets,
                            reduction_override=reduction_override)
         return dict(loss_bbox=losses, bbox_targets=targets)
