@@ -1,11 +1,13 @@
-"""The detector interface on mmengine's BaseModel.
+"""The detector interface on mmengine's BaseModel (docs/detectors.md).
 
 ``forward(inputs, data_samples, mode)`` dispatches to ``loss`` (a dict of
 named losses), ``predict`` (data samples with ``pred_instances``) or
-``_forward`` (raw head outputs). ``train_step`` adds a guard against
-non-finite losses that names the iteration, the loss term and the images.
+``_forward`` (raw head outputs). The backbone and optional neck, and
+``extract_feat`` over them, are built here once for every detector.
+``train_step`` adds a guard against non-finite losses that names the
+iteration, the loss term and the images.
 """
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.distributed as torch_dist
@@ -14,6 +16,9 @@ from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 from mmengine.optim import OptimWrapper
 from torch import Tensor
+
+from ...registry import MODELS
+from .checks import check_neck_in_channels
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -74,8 +79,21 @@ class BaseDetector(BaseModel):
     def _forward(self, batch_inputs: Tensor, batch_data_samples=None):
         raise NotImplementedError
 
-    def extract_feat(self, batch_inputs: Tensor):
-        raise NotImplementedError
+    def build_backbone_and_neck(self, backbone: dict, neck=None) -> None:
+        """Build ``self.backbone`` and, when ``neck`` is given,
+        ``self.neck``, after checking that the neck's ``in_channels`` fit
+        the backbone's outputs."""
+        self.backbone = MODELS.build(backbone)
+        check_neck_in_channels(self.backbone, neck)
+        if neck is not None:
+            self.neck = MODELS.build(neck)
+
+    def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor]:
+        """Backbone (and neck) features of a ``(B, 3, H, W)`` batch."""
+        x = self.backbone(batch_inputs)
+        if self.with_neck:
+            x = self.neck(x)
+        return x
 
     @staticmethod
     def add_pred_to_datasample(data_samples, results_list) -> list:

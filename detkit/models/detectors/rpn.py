@@ -1,16 +1,18 @@
 """Region Proposal Network as a detector: its predictions are proposals
-(``labels`` all 0), evaluated by proposal recall (MMDET_SEMANTICS §12)."""
+(``labels`` all 0), evaluated by proposal recall (docs/rpn.md)."""
 import warnings
 
 from ...registry import MODELS
 from .single_stage import SingleStageDetector
-from .two_stage import rename_prefix_in_place, rename_prefix, zero_label_copies
+from .state_dict_renames import rename_prefix, rename_prefix_in_place
 
 
 @MODELS.register_module()
 class RPN(SingleStageDetector):
     """Backbone, neck and an :class:`RPNHead`, held as ``bbox_head`` and
-    built from ``rpn_head`` with ``train_cfg.rpn`` / ``test_cfg.rpn``.
+    built from ``rpn_head`` with ``train_cfg.rpn`` / ``test_cfg.rpn``. The
+    head's targets are class-agnostic, so the samples' labels are never
+    read.
 
     Checkpoints that name the head ``rpn_head.*`` (mmdetection's model zoo)
     load into ``bbox_head.*``.
@@ -50,10 +52,3 @@ class RPN(SingleStageDetector):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         rename_prefix_in_place(state_dict, prefix, 'rpn_head', 'bbox_head')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def loss(self, batch_inputs, batch_data_samples) -> dict:
-        """``loss_rpn_cls`` and ``loss_rpn_bbox`` (labels zeroed on
-        copies)."""
-        return self.bbox_head.loss(
-            self.extract_feat(batch_inputs),
-            zero_label_copies(batch_data_samples))

@@ -1,11 +1,6 @@
 """Single-stage detectors: backbone -> neck -> dense head."""
-from typing import Tuple
-
-from torch import Tensor
-
 from ...registry import MODELS
 from .base import BaseDetector
-from .checks import check_neck_in_channels
 
 
 @MODELS.register_module()
@@ -30,10 +25,7 @@ class SingleStageDetector(BaseDetector):
             data_preprocessor=data_preprocessor,
             init_cfg=init_cfg,
             skip_nonfinite=skip_nonfinite)
-        self.backbone = MODELS.build(backbone)
-        check_neck_in_channels(self.backbone, neck)
-        if neck is not None:
-            self.neck = MODELS.build(neck)
+        self.build_backbone_and_neck(backbone, neck)
         if bbox_head is None:
             raise ValueError(f'{type(self).__name__} needs a bbox_head '
                              'config (model.bbox_head)')
@@ -43,18 +35,11 @@ class SingleStageDetector(BaseDetector):
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
 
-    def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor]:
-        """Backbone (and neck) features of a ``(B, 3, H, W)`` batch."""
-        x = self.backbone(batch_inputs)
-        if self.with_neck:
-            x = self.neck(x)
-        return x
-
-    def loss(self, batch_inputs: Tensor, batch_data_samples) -> dict:
+    def loss(self, batch_inputs, batch_data_samples) -> dict:
         return self.bbox_head.loss(self.extract_feat(batch_inputs),
                                    batch_data_samples)
 
-    def predict(self, batch_inputs: Tensor, batch_data_samples,
+    def predict(self, batch_inputs, batch_data_samples,
                 rescale: bool = True) -> list:
         """Data samples with ``pred_instances``; ``rescale`` maps boxes to
         the original images."""
@@ -64,5 +49,5 @@ class SingleStageDetector(BaseDetector):
             rescale=rescale)
         return self.add_pred_to_datasample(batch_data_samples, results)
 
-    def _forward(self, batch_inputs: Tensor, batch_data_samples=None):
+    def _forward(self, batch_inputs, batch_data_samples=None):
         return self.bbox_head.forward(self.extract_feat(batch_inputs))

@@ -1,72 +1,22 @@
 """Two-stage detectors: backbone -> neck -> RPN proposals -> RoI head
-(MMDET_SEMANTICS §12).
+(docs/detectors.md, docs/faster_rcnn.md).
 
-Training: the RPN sees copies of the samples with every label 0 and returns
-its losses (``loss_rpn_cls``, ``loss_rpn_bbox``) plus proposals from the
-detached outputs of the same forward pass (``train_cfg.rpn_proposal``);
-the RoI head adds ``loss_cls``, ``acc`` and ``loss_bbox``. Inference:
-proposals with ``test_cfg.rpn`` in resized-image pixels, then detections
-with ``test_cfg.rcnn``, rescaled to the original image.
+Training: the RPN head (class-agnostic targets, so the samples are passed
+as they are) returns its losses, already named ``loss_rpn_cls`` /
+``loss_rpn_bbox``, plus proposals from the detached outputs of the same
+forward pass (``train_cfg.rpn_proposal``); the RoI head adds ``loss_cls``,
+``acc`` and ``loss_bbox``. Inference: proposals with ``test_cfg.rpn`` in
+resized-image pixels, then detections with ``test_cfg.rcnn``, rescaled to
+the original image.
 """
-import collections
-import copy
 import warnings
-from typing import Tuple
 
-import torch
 from mmengine.config import ConfigDict
 from torch import Tensor
 
 from ...registry import MODELS
 from .base import BaseDetector
-from .checks import check_neck_in_channels
-
-
-def zero_label_copies(batch_data_samples) -> list:
-    """Deep copies of the samples whose ground-truth labels are all 0: the
-    RPN learns "object", not classes."""
-    copies = copy.deepcopy(batch_data_samples)
-    for sample in copies:
-        sample.gt_instances.labels = torch.zeros_like(
-            sample.gt_instances.labels)
-    return copies
-
-
-def rename_prefix(state_dict, old: str, new: str):
-    """A copy of ``state_dict`` with keys ``old.*`` renamed ``new.*`` when it
-    has ``old.*`` keys but no ``new.*`` key (also in ``_metadata``)."""
-    old_keys = [k for k in state_dict if k.startswith(old + '.')]
-    if not old_keys or any(k.startswith(new + '.') for k in state_dict):
-        return state_dict
-
-    def rename(mapping):
-        renamed = collections.OrderedDict()
-        for key, value in mapping.items():
-            if key == old or key.startswith(old + '.'):
-                key = new + key[len(old):]
-            renamed[key] = value
-        return renamed
-
-    result = rename(state_dict)
-    metadata = getattr(state_dict, '_metadata', None)
-    if metadata is not None:
-        result._metadata = rename(metadata)
-    return result
-
-
-def rename_prefix_in_place(state_dict: dict, prefix: str, old: str,
-                     new: str) -> None:
-    """``rename_prefix`` for keys under ``prefix`` of a (sub)state_dict that
-    ``nn.Module._load_from_state_dict`` is about to read."""
-    local = {k[len(prefix):]: v for k, v in state_dict.items()
-             if k.startswith(prefix)}
-    renamed = rename_prefix(local, old, new)
-    if renamed is local:
-        return
-    for key in local:
-        del state_dict[prefix + key]
-    for key, value in renamed.items():
-        state_dict[prefix + key] = value
+from .state_dict_renames import rename_prefix, rename_prefix_in_place
 
 
 @MODELS.register_module()
@@ -99,10 +49,7 @@ class TwoStageDetector(BaseDetector):
             data_preprocessor=data_preprocessor,
             init_cfg=init_cfg,
             skip_nonfinite=skip_nonfinite)
-        self.backbone = MODELS.build(backbone)
-        check_neck_in_channels(self.backbone, neck)
-        if neck is not None:
-            self.neck = MODELS.build(neck)
+        self.build_backbone_and_neck(backbone, neck)
         train_cfg = ConfigDict(train_cfg) if train_cfg else None
         test_cfg = ConfigDict(test_cfg) if test_cfg else None
         if rpn_head is not None:
@@ -142,13 +89,6 @@ class TwoStageDetector(BaseDetector):
         rename_prefix_in_place(state_dict, prefix, 'bbox_head', 'rpn_head')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor]:
-        """Backbone (and neck) features of a ``(B, 3, H, W)`` batch."""
-        x = self.backbone(batch_inputs)
-        if self.with_neck:
-            x = self.neck(x)
-        return x
-
     def _proposals(self, x, batch_data_samples):
         """Test-time proposals (resized-image pixels), or the samples' own
         ``proposals`` for a detector without an RPN."""
@@ -168,18 +108,20 @@ class TwoStageDetector(BaseDetector):
             proposal_cfg = self.train_cfg.get('rpn_proposal',
                                               self.test_cfg.rpn)
             rpn_losses, rpn_results_list = self.rpn_head.loss_and_predict(
-                x, zero_label_copies(batch_data_samples),
-                proposal_cfg=proposal_cfg)
-            for key in list(rpn_losses):
-                # A generic dense head's loss_cls must not collide with the
-                # RoI head's.
-                if 'loss' in key and 'rpn' not in key:
-                    rpn_losses[f'rpn_{key}'] = rpn_losses.pop(key)
+                x, batch_data_samples, proposal_cfg=proposal_cfg)
             losses.update(rpn_losses)
         else:
             rpn_results_list = self._proposals(x, batch_data_samples)
-        losses.update(
-            self.roi_head.loss(x, rpn_results_list, batch_data_samples))
+        roi_losses = self.roi_head.loss(x, rpn_results_list,
+                                        batch_data_samples)
+        clash = sorted(losses.keys() & roi_losses.keys())
+        if clash:
+            raise ValueError(
+                f'{type(self).__name__}: the rpn_head '
+                f'({type(self.rpn_head).__name__}) and the roi_head both '
+                f'return {clash}; the RPN\'s losses must have names of '
+                "their own (RPNHead's are loss_rpn_cls and loss_rpn_bbox)")
+        losses.update(roi_losses)
         return losses
 
     def predict(self, batch_inputs: Tensor, batch_data_samples,
