@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-from conftest import read_compat
+from conftest import read_compat, require_shared
 
 from detkit.models.necks import FPN
 from detkit.registry import MODELS
@@ -201,3 +201,130 @@ def test_errors():
         FPN([4, 8], 4, num_outs=3, add_extra_convs='on_top')
     with pytest.raises(ValueError, match='3 input maps'):
         FPN([4, 8], 4, num_outs=2)([torch.zeros(1, 4, 4, 4)] * 3)
+
+
+# ------------------------------------------------------------ FCOS / ATSS
+FCOS_ATSS_CONFIGS = [
+    'atss/atss_r101_fpn_1x_coco',
+    'atss/atss_r101_fpn_8xb8-amp-lsj-200e_coco',
+    'atss/atss_r18_fpn_8xb8-amp-lsj-200e_coco',
+    'atss/atss_r50_fpn_1x_coco',
+    'atss/atss_r50_fpn_8xb8-amp-lsj-200e_coco',
+    'fcos/fcos_r101-caffe_fpn_gn-head-1x_coco',
+    'fcos/fcos_r101-caffe_fpn_gn-head_ms-640-800-2x_coco',
+    'fcos/fcos_r101_fpn_gn-head-center-normbbox-centeronreg-giou_8xb8-amp-'
+    'lsj-200e_coco',
+    'fcos/fcos_r18_fpn_gn-head-center-normbbox-centeronreg-giou_8xb8-amp-'
+    'lsj-200e_coco',
+    'fcos/fcos_r50-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco',
+    'fcos/fcos_r50-caffe_fpn_gn-head-center_1x_coco',
+    'fcos/fcos_r50-caffe_fpn_gn-head_1x_coco',
+    'fcos/fcos_r50-caffe_fpn_gn-head_4xb4-1x_coco',
+    'fcos/fcos_r50-caffe_fpn_gn-head_ms-640-800-2x_coco',
+    'fcos/fcos_r50_fpn_gn-head-center-normbbox-centeronreg-giou_8xb8-amp-'
+    'lsj-200e_coco',
+    'fcos/fcos_x101-64x4d_fpn_gn-head_ms-640-800-2x_coco',
+]
+
+
+def _reference_model_cfg(rel):
+    from mmengine.config import Config
+    path = require_shared('reference', 'mmdet-3.3.0', 'configs', rel + '.py')
+    return Config.fromfile(path).model
+
+
+@pytest.mark.parametrize('rel', FCOS_ATSS_CONFIGS)
+def test_fcos_atss_backbone_and_neck_match_mmdet_keys(rel):
+    """mmdetection's FCOS / ATSS configs: the backbone (ResNet caffe or
+    pytorch style, ResNeXt) and the FPN (on_output extra convs, with or
+    without ReLU) build as written, with the checkpoints' keys."""
+    cfg = _reference_model_cfg(rel)
+    assert cfg.neck.add_extra_convs == 'on_output'
+    with torch.device('meta'):
+        backbone = MODELS.build(cfg.backbone)
+        neck = MODELS.build(cfg.neck)
+    ours = {**shapes(backbone, 'backbone.'), **shapes(neck, 'neck.')}
+    expected = {
+        k: v
+        for k, v in read_compat(f'configs/{rel}').items()
+        if k.startswith(('backbone.', 'neck.'))
+    }
+    assert len(expected) in (136, 334, 640)  # R18, R50, R101 / X101 + 16
+    assert ours == expected
+    if rel in ('fcos/fcos_r50-caffe_fpn_gn-head_1x_coco',
+               'atss/atss_r50_fpn_1x_coco'):
+        model = rel.split('/')[0] + '_r50_fpn'
+        assert ours == {
+            k: v
+            for k, v in read_compat(model).items()
+            if k.startswith(('backbone.', 'neck.'))
+        }
+
+
+def test_fcos_dcn_config_is_refused_clearly():
+    rel = ('fcos/fcos_r50-dcn-caffe_fpn_gn-head-center-normbbox-centeronreg-'
+           'giou_1x_coco')
+    cfg = _reference_model_cfg(rel)
+    with pytest.raises(NotImplementedError, match='dcn'):
+        MODELS.build(cfg.backbone)
+
+
+def test_fcos_levels_at_800x1216():
+    """FCOS: P3-P5 from C3-C5, P6 = conv/2 on P5's output, P7 = conv/2 on
+    ReLU(P6); an extra level has size ceil(n / 2)."""
+    cfg = _reference_model_cfg('fcos/fcos_r50-caffe_fpn_gn-head_1x_coco')
+    assert cfg.neck.relu_before_extra_convs is True
+    with torch.device('meta'):
+        backbone = MODELS.build(cfg.backbone).eval()
+        neck = MODELS.build(cfg.neck)
+        outs = neck(backbone(torch.empty(1, 3, 800, 1216)))
+    assert [tuple(o.shape[2:]) for o in outs] == [(100, 152), (50, 76),
+                                                  (25, 38), (13, 19),
+                                                  (7, 10)]
+    assert neck.fpn_convs[3].conv.in_channels == 256  # on P5's output
+
+
+@pytest.mark.parametrize('relu,p7', [(False, -198. + 1), (True, 0. + 1)])
+def test_on_output_with_relu_before_extra_convs_by_hand(relu, p7):
+    """C5 = -100, laterals x2, 3x3 convs identity + 1: P5 = -199, P6 =
+    conv(P5) = -198 (no ReLU before the first extra conv), P7 =
+    conv(ReLU(P6)) = 1 with relu_before_extra_convs, -197 without."""
+    inputs = _tiny_inputs()
+    inputs[2] = -inputs[2]
+    neck = _tiny_fpn(lateral_weight=2., fpn_bias=1., num_outs=5,
+                     add_extra_convs='on_output',
+                     relu_before_extra_convs=relu)
+    outs = neck(inputs)
+    assert [o.item() for o in outs[2:]] == [-199., -198., p7]
+
+
+@pytest.mark.parametrize('checkpoint,file_name', [
+    ('open-mmlab://detectron/resnet50_caffe', 'resnet50_caffe-788b5fa3.pth'),
+    ('open-mmlab://detectron2/resnet50_caffe', 'resnet50_msra-5891d200.pth'),
+])
+def test_fcos_caffe_pretrained_names_read_the_hub_cache(
+        tmp_path, monkeypatch, checkpoint, file_name):
+    """FCOS's ``open-mmlab://detectron[2]/resnet50_caffe`` resolve through
+    mmengine's URL table to ``$TORCH_HOME/hub/checkpoints/<URL basename>``
+    (``detectron/resnet101_caffe`` likewise, to
+    ``resnet101_caffe-3ad79236.pth``), loaded without a download."""
+    from mmengine.runner.checkpoint import get_external_models
+    urls = get_external_models()
+    assert urls['detectron/resnet101_caffe'].endswith(
+        '/resnet101_caffe-3ad79236.pth')
+    assert urls[checkpoint.split('://')[1]].endswith('/' + file_name)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    monkeypatch.setattr(torch.hub, '_hub_dir', None)
+    cache = tmp_path / 'hub' / 'checkpoints'
+    cache.mkdir(parents=True)
+    cfg = _reference_model_cfg('fcos/fcos_r50-caffe_fpn_gn-head_1x_coco')
+    cfg.backbone.init_cfg.checkpoint = checkpoint
+    backbone = MODELS.build(cfg.backbone)
+    weights = {
+        k: torch.full_like(v, i % 7 + 1)
+        for i, (k, v) in enumerate(backbone.state_dict().items())
+    }
+    torch.save(weights, cache / file_name)
+    backbone.init_weights()
+    loaded = backbone.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in weights.items())
