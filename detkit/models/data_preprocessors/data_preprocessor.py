@@ -34,8 +34,10 @@ class DetDataPreprocessor(ImgDataPreprocessor):
         boxtype2tensor: accepted for config compatibility; detkit's boxes
             are already plain tensors.
         non_blocking: asynchronous host-to-device copies.
-        batch_augments: configs of batch transforms (``MODELS``), applied
-            in training to ``(inputs, data_samples)``.
+        batch_augments: configs of batch transforms (``MODELS``, e.g.
+            ``BatchFixedSizePad``), applied in training to ``(inputs,
+            data_samples)`` after the padding above; they may change
+            ``batch_input_shape`` and ``pad_shape``.
     """
 
     def __init__(self,
