@@ -476,7 +476,8 @@ def test_topk_over_the_batch_equals_per_image_topk_with_ties():
         values, idxs = x.topk(k, dim=2, largest=False)
         for b in range(4):
             v, i = x[b].t().contiguous().topk(k, dim=0, largest=False)
-            assert torch.equal(values[b], v.t()) and torch.equal(idxs[b], i.t())
+            assert torch.equal(values[b], v.t())
+            assert torch.equal(idxs[b], i.t())
     changed = 0
     for _ in range(50):
         x = torch.randint(0, 4, (20, ), generator=g).float()

@@ -186,8 +186,9 @@ class ATSSAssigner:
         # (B, G, N): one image's (G, N) block per row of ground truths, so
         # the prior axis that topk and the reductions walk is contiguous.
         # IoU is symmetric element by element, so these are mmdetection's
-        # (N, G) values transposed.
-        overlaps = self.iou_calculator(gt_bboxes, priors)
+        # (N, G) values transposed. Float32 even from an fp16 calculator:
+        # -1e8 below must not overflow to -inf.
+        overlaps = self.iou_calculator(gt_bboxes, priors).float()
         prior_cx = (priors[:, 0] + priors[:, 2]) / 2.0
         prior_cy = (priors[:, 1] + priors[:, 3]) / 2.0
         gt_cx = (gt_bboxes[..., 0] + gt_bboxes[..., 2]) / 2.0

@@ -36,6 +36,9 @@ class MlvlPointGenerator:
         strides: per level, an int or a ``(stride_w, stride_h)`` pair.
         offset: where in the cell the point sits, as a fraction of the
             stride (0.5: the centre).
+
+    ``device`` arguments default to ``'cpu'`` (mmdetection's to
+    ``'cuda'``); heads pass their feature maps' device.
     """
 
     # As AnchorGenerator: padded images come in few sizes, so a small cache
