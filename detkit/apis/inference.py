@@ -73,7 +73,9 @@ def init_detector(config,
     device = check_device(device)
     cfg = _load_config(config)
     if cfg_options:
-        check_cfg_options(cfg, cfg_options, 'init_detector(cfg_options=...)')
+        check_cfg_options(cfg, cfg_options,
+                          getattr(cfg, 'filename', None) or 'the config',
+                          flag='cfg_options')
         cfg.merge_from_dict(cfg_options)
     to_detkit_scope(cfg)  # mmdetection's configs run as they are
     # Never download weights while building a model for inference: the

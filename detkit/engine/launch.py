@@ -188,7 +188,7 @@ class ConfigOverrideError(KeyError):
         return str(self.args[0])
 
 
-def check_cfg_options(cfg, options, source):
+def check_cfg_options(cfg, options, source, flag='--cfg-options'):
     """Refuse overrides (``{'model.bbox_head.num_classes': 5, ...}``, as
     ``--cfg-options`` gives them) that mmengine would merge without effect
     or that break the config:
@@ -199,7 +199,8 @@ def check_cfg_options(cfg, options, source):
     - a dict of the config replaced by a number, string or bool
       (``model.bbox_head=3``).
 
-    ``source`` names the config in the message (its path).
+    ``source`` names the config in the message (its path), ``flag`` the
+    option the overrides came from.
     """
     for key, value in options.items():
         option = f'{key}={value!r}' if isinstance(value, str) else \
@@ -212,7 +213,7 @@ def check_cfg_options(cfg, options, source):
                     if close else
                     f' The config has: {", ".join(sorted(cfg.keys()))}.')
             raise ConfigOverrideError(
-                f'--cfg-options {option}: {source} has no top-level key '
+                f'{flag} {option}: {source} has no top-level key '
                 f'{top!r}, and neither mmengine nor detkit reads one of that '
                 f'name, so the override would be ignored.{hint} To add a new '
                 'top-level key on purpose, write it into the config file (or '
@@ -223,7 +224,7 @@ def check_cfg_options(cfg, options, source):
             keys = list(current)
             more = ' (and more)' if len(keys) > 6 else ''
             raise ConfigOverrideError(
-                f'--cfg-options {option}: {key} is a dict in {source} '
+                f'{flag} {option}: {key} is a dict in {source} '
                 f'({_brief(current)}), and a dict is expected there, not '
                 f'{type(value).__name__} {value!r}. Set a key inside it '
                 f'instead: {key}.KEY={value!r}, KEY one of '

@@ -22,6 +22,7 @@ from detkit.engine import (DetRunner, NeutralisedObject,
                            NeutralisedObjectsWarning, load_checkpoint,
                            load_checkpoint_file, load_state_dict,
                            message_hub_from_plain)
+from detkit.engine.checkpoint import PartialCheckpointError
 
 MARKER = None  # set per test: the file a payload would create
 
@@ -307,3 +308,100 @@ def test_load_checkpoint_strict_raises_with_full_list(tmp_path):
 def test_missing_file_error_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         load_checkpoint_file(str(tmp_path / 'nope.pth'))
+
+
+def test_loaded_fraction_is_counted_and_logged_in_one_line(caplog):
+    model = TwoLayers()
+    logger = logging.getLogger('detkit_test_fraction')
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        report = load_state_dict(model, _partial_state_dict(), logger=logger)
+    # a.weight loads; a.bias mismatches; b.weight, b.bias are missing.
+    assert (report.loaded, report.total) == (1, 4)
+    assert report.fraction == 0.25
+    first_line = caplog.text.splitlines()[0]
+    assert first_line.endswith("While loading a state_dict into TwoLayers: "
+                               "loaded 1 of the model's 4 weight tensors, "
+                               '25.0%')
+
+
+def test_fewer_than_half_loaded_is_refused_when_asked(tmp_path):
+    model = TwoLayers()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(PartialCheckpointError) as err:
+        load_state_dict(model, _partial_state_dict(), allow_partial=False,
+                        source='other.pth')
+    assert str(err.value).startswith(
+        'other.pth: only 1 of the 4 weight tensors of TwoLayers are in this '
+        'checkpoint (25.0%, fewer than half); the rest would keep random '
+        'initial values. Model keys not in the checkpoint: b.weight, b.bias;'
+        ' checkpoint keys the model does not have: extra.weight; 1 shape '
+        'mismatches, e.g. a.bias (checkpoint (5,), model (3,)).')
+    assert 'allow_partial=True' in str(err.value)
+    assert '--allow-partial-checkpoint' in str(err.value)
+    for key, value in model.state_dict().items():  # untouched
+        assert torch.equal(value, before[key])
+    # Exactly half is enough: a.weight and a.bias of the right shapes.
+    state = collections.OrderedDict(
+        [('a.weight', torch.ones(3, 4)), ('a.bias', torch.ones(3))])
+    report = load_state_dict(model, state, allow_partial=False)
+    assert (report.loaded, report.total) == (2, 4)
+    assert torch.equal(model.a.bias, torch.ones(3))
+
+
+def test_refusal_lists_three_examples_of_each_side(tmp_path):
+    path = tmp_path / 'other.pth'
+    torch.save(dict(state_dict={f'head.{i}.weight': torch.ones(1)
+                                for i in range(5)}), path)
+    with pytest.raises(PartialCheckpointError) as err:
+        load_checkpoint(TwoLayers(), str(path), allow_partial=False)
+    assert (f'{path}: only 0 of the 4 weight tensors of TwoLayers'
+            in str(err.value))
+    assert ('Model keys not in the checkpoint: a.weight, a.bias, b.weight '
+            '(+1 more); checkpoint keys the model does not have: '
+            'head.0.weight, head.1.weight, head.2.weight (+2 more).'
+            in str(err.value))
+    # The library default keeps mmengine's warn-and-continue.
+    assert load_checkpoint(TwoLayers(), str(path))['state_dict']
+
+
+def test_a_payload_in_place_of_a_weight_is_named(tmp_path, marker):
+    state = collections.OrderedDict(_toy_state_dict())
+    state['linear.bias'] = SystemPayload()
+    path = tmp_path / 'weight_payload.pth'
+    torch.save(dict(state_dict=state), path)
+    model = EngineToyModel()
+    bias_before = model.linear.bias.detach().clone()
+    with pytest.warns(NeutralisedObjectsWarning) as record:
+        load_checkpoint(model, str(path))
+    message = str(record[0].message)
+    assert ('These weights are placeholders, not tensors, and are NOT '
+            "loaded (they keep the model's initial values): linear.bias "
+            '(posix.system)' in message)
+    assert 'unaffected' not in message.split('linear.bias')[0]
+    assert not os.path.exists(marker)
+    model = getattr(model, 'module', model)
+    assert torch.equal(model.linear.weight, torch.arange(8.).reshape(2, 4))
+    assert torch.equal(model.linear.bias, bias_before)
+
+
+def test_load_from_in_training_warns_with_the_fraction(tmp_path):
+    path = tmp_path / 'half.pth'
+    torch.save(dict(state_dict={'linear.weight': torch.ones(2, 4),
+                                'other.weight': torch.ones(1)}), path)
+    runner = DetRunner.from_cfg(
+        Config(toy_cfg(tmp_path / 'work', load_from=str(path))))
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    runner.logger.addHandler(handler)
+    try:
+        runner.load_or_resume()  # warns, does not refuse
+    finally:
+        runner.logger.removeHandler(handler)
+    assert torch.equal(runner.model.linear.weight, torch.ones(2, 4))
+    assert ["While loading a state_dict into EngineToyModel: loaded 1 of "
+            "the model's 2 weight tensors, 50.0%",
+            'missing keys in the checkpoint (left as initialised): '
+            'linear.bias',
+            'unexpected keys in the checkpoint (ignored): other.weight'] in [
+                m.splitlines() for m in messages]
