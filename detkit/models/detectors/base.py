@@ -29,6 +29,9 @@ class BaseDetector(BaseModel):
     """Base of all detectors.
 
     Args:
+        backbone: MODELS config of the backbone (None: the subclass builds
+            its own).
+        neck: MODELS config of the neck, or None.
         data_preprocessor: MODELS config of the data preprocessor.
         init_cfg: weight initialisation.
         skip_nonfinite: on a NaN/Inf loss, skip the optimizer step (logging
@@ -36,6 +39,8 @@ class BaseDetector(BaseModel):
     """
 
     def __init__(self,
+                 backbone: Optional[dict] = None,
+                 neck: Optional[dict] = None,
                  data_preprocessor=None,
                  init_cfg=None,
                  skip_nonfinite: bool = False):
@@ -43,6 +48,8 @@ class BaseDetector(BaseModel):
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.skip_nonfinite = skip_nonfinite
         self.num_skipped_steps = 0
+        if backbone is not None:
+            self.build_backbone_and_neck(backbone, neck)
 
     @property
     def with_neck(self) -> bool:

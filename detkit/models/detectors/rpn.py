@@ -15,7 +15,8 @@ class RPN(SingleStageDetector):
     read.
 
     Checkpoints that name the head ``rpn_head.*`` (mmdetection's model zoo)
-    load into ``bbox_head.*``.
+    load into ``bbox_head.*``. ``**kwargs``: ``data_preprocessor``,
+    ``init_cfg``, ``skip_nonfinite`` (:class:`BaseDetector`).
     """
 
     def __init__(self,
@@ -24,9 +25,7 @@ class RPN(SingleStageDetector):
                  rpn_head: dict,
                  train_cfg: dict,
                  test_cfg: dict,
-                 data_preprocessor=None,
-                 init_cfg=None,
-                 skip_nonfinite: bool = False):
+                 **kwargs):
         rpn_head = dict(rpn_head)
         if rpn_head.get('num_classes', 1) != 1:
             warnings.warn(f'RPN: rpn_head.num_classes is '
@@ -39,9 +38,7 @@ class RPN(SingleStageDetector):
             bbox_head=rpn_head,
             train_cfg=train_cfg['rpn'] if train_cfg is not None else None,
             test_cfg=test_cfg['rpn'],
-            data_preprocessor=data_preprocessor,
-            init_cfg=init_cfg,
-            skip_nonfinite=skip_nonfinite)
+            **kwargs)
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
 

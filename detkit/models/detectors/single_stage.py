@@ -9,7 +9,9 @@ class SingleStageDetector(BaseDetector):
     boxes directly from the features.
 
     ``train_cfg`` and ``test_cfg`` are handed to the head (assigner,
-    sampler, NMS settings), as in mmdetection.
+    sampler, NMS settings), as in mmdetection. ``**kwargs``:
+    ``data_preprocessor``, ``init_cfg``, ``skip_nonfinite``
+    (:class:`BaseDetector`).
     """
 
     def __init__(self,
@@ -18,14 +20,8 @@ class SingleStageDetector(BaseDetector):
                  bbox_head=None,
                  train_cfg=None,
                  test_cfg=None,
-                 data_preprocessor=None,
-                 init_cfg=None,
-                 skip_nonfinite: bool = False):
-        super().__init__(
-            data_preprocessor=data_preprocessor,
-            init_cfg=init_cfg,
-            skip_nonfinite=skip_nonfinite)
-        self.build_backbone_and_neck(backbone, neck)
+                 **kwargs):
+        super().__init__(backbone=backbone, neck=neck, **kwargs)
         if bbox_head is None:
             raise ValueError(f'{type(self).__name__} needs a bbox_head '
                              'config (model.bbox_head)')

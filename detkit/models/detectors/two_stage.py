@@ -32,7 +32,8 @@ class TwoStageDetector(BaseDetector):
         train_cfg: ``rpn``, ``rpn_proposal`` (proposal settings during
             training; default ``test_cfg.rpn``) and ``rcnn``.
         test_cfg: ``rpn`` and ``rcnn``.
-        data_preprocessor, init_cfg, skip_nonfinite: see BaseDetector.
+        **kwargs: ``data_preprocessor``, ``init_cfg``, ``skip_nonfinite``
+            (:class:`BaseDetector`).
     """
 
     def __init__(self,
@@ -42,14 +43,8 @@ class TwoStageDetector(BaseDetector):
                  roi_head=None,
                  train_cfg=None,
                  test_cfg=None,
-                 data_preprocessor=None,
-                 init_cfg=None,
-                 skip_nonfinite: bool = False):
-        super().__init__(
-            data_preprocessor=data_preprocessor,
-            init_cfg=init_cfg,
-            skip_nonfinite=skip_nonfinite)
-        self.build_backbone_and_neck(backbone, neck)
+                 **kwargs):
+        super().__init__(backbone=backbone, neck=neck, **kwargs)
         train_cfg = ConfigDict(train_cfg) if train_cfg else None
         test_cfg = ConfigDict(test_cfg) if test_cfg else None
         if rpn_head is not None:

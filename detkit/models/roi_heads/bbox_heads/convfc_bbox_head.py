@@ -166,20 +166,24 @@ class ConvFCBBoxHead(BBoxHead):
         return cls_score, bbox_pred
 
 
+def _layers(**counts) -> dict:
+    """Every ``num_*`` layer count of :class:`ConvFCBBoxHead`: 0 unless
+    given. The fixed heads pass all of them, so a config that sets one
+    again fails (``got multiple values``) instead of being ignored."""
+    keys = ('num_shared_convs', 'num_shared_fcs', 'num_cls_convs',
+            'num_cls_fcs', 'num_reg_convs', 'num_reg_fcs')
+    return {key: counts.get(key, 0) for key in keys}
+
+
 @MODELS.register_module()
 class Shared2FCBBoxHead(ConvFCBBoxHead):
     """Two shared fcs (Faster R-CNN with FPN)."""
 
     def __init__(self, fc_out_channels: int = 1024, *args, **kwargs):
         super().__init__(
-            num_shared_convs=0,
-            num_shared_fcs=2,
-            num_cls_convs=0,
-            num_cls_fcs=0,
-            num_reg_convs=0,
-            num_reg_fcs=0,
-            fc_out_channels=fc_out_channels,
             *args,
+            fc_out_channels=fc_out_channels,
+            **_layers(num_shared_fcs=2),
             **kwargs)
 
 
@@ -189,12 +193,7 @@ class Shared4Conv1FCBBoxHead(ConvFCBBoxHead):
 
     def __init__(self, fc_out_channels: int = 1024, *args, **kwargs):
         super().__init__(
-            num_shared_convs=4,
-            num_shared_fcs=1,
-            num_cls_convs=0,
-            num_cls_fcs=0,
-            num_reg_convs=0,
-            num_reg_fcs=0,
-            fc_out_channels=fc_out_channels,
             *args,
+            fc_out_channels=fc_out_channels,
+            **_layers(num_shared_convs=4, num_shared_fcs=1),
             **kwargs)
