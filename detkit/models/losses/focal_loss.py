@@ -1,4 +1,4 @@
-"""Sigmoid focal loss of RetinaNet (MMDET_SEMANTICS §6).
+"""Sigmoid focal loss of RetinaNet (Lin et al., 2017; docs/losses.md).
 
 With logits ``x``, ``p = sigmoid(x)`` and a 0/1 target ``t`` per class,
 
@@ -8,18 +8,21 @@ With logits ``x``, ``p = sigmoid(x)`` and a 0/1 target ``t`` per class,
 Targets are class labels ``(N,)`` in ``[0, C]``; label ``C`` (background)
 becomes an all-zero row. This is mmdetection's CPU formula (its CUDA
 kernel is the same function up to float rounding), used on every device.
+:func:`py_sigmoid_focal_loss` below is that formula as written, and serves
+every input.
 
 RetinaNet evaluates it on ``B * N * C`` elements (2 x 200k anchors x 80
 classes = 32M per iteration), where the formula written with a one-hot
-target makes ~20 full-size temporaries forward and as many backward. With
-label targets, a per-anchor (or no) weight, ``gamma = 2`` and a summed
-reduction, :class:`_FocalLossSum` computes the same numbers with a handful:
-every element is first treated as a negative (``t = 0``, where the formula
-collapses to ``(1 - alpha) * p^2 * BCE(x, 0)``), then the one positive
-column of each foreground anchor is overwritten. Both directions repeat the
-arithmetic of the one-hot formula and of autograd's backward of it step by
-step, so loss and gradient are bitwise the same as the general path's on
-the same tensors (tests/test_models/test_losses/test_focal_loss.py).
+target makes ~20 full-size temporaries forward and as many backward. In the
+training case (:func:`uses_fast_path`: label targets, a per-anchor or no
+weight, ``gamma = 2``, a summed reduction) :class:`_FocalLossSum` computes
+the same numbers with a handful: every element is first treated as a
+negative (``t = 0``, where the formula collapses to ``(1 - alpha) * p^2 *
+BCE(x, 0)``), then the one positive column of each foreground anchor is
+overwritten. Both directions repeat the arithmetic of the one-hot formula
+and of autograd's backward of it step by step, so loss and gradient are
+bitwise the same as the formula's on the same tensors
+(tests/test_models/test_losses/test_focal_loss_fast_path.py).
 """
 from typing import Optional
 
@@ -30,6 +33,48 @@ from torch import Tensor
 
 from ...registry import MODELS
 from .utils import check_reduction, resolve_reduction, weight_reduce_loss
+
+
+def py_sigmoid_focal_loss(pred: Tensor,
+                          target: Tensor,
+                          weight: Optional[Tensor] = None,
+                          gamma: float = 2.0,
+                          alpha: float = 0.25,
+                          reduction: str = 'mean',
+                          avg_factor=None,
+                          activated: bool = False) -> Tensor:
+    """The focal loss formula of the module docstring, elementwise on
+    ``pred (N, C)`` (logits, or probabilities when ``activated``) against
+    ``target``: labels ``(N,)`` or a one-hot / soft ``(N, C)``; ``weight``
+    ``(N,)`` or ``(N, C)``."""
+    if target.dim() != pred.dim():
+        target = _one_hot(target, pred.size(1))
+    target = target.type_as(pred)
+    if activated:
+        prob = pred
+        bce = F.binary_cross_entropy(pred, target, reduction='none')
+    else:
+        prob = pred.sigmoid()
+        bce = F.binary_cross_entropy_with_logits(
+            pred, target, reduction='none')
+    pt = (1 - prob) * target + prob * (1 - target)
+    focal_weight = (alpha * target + (1 - alpha) *
+                    (1 - target)) * pt.pow(gamma)
+    loss = bce * focal_weight
+    return weight_reduce_loss(loss, _broadcast_weight(weight, loss),
+                              reduction, avg_factor)
+
+
+def uses_fast_path(pred: Tensor, target: Tensor, weight: Optional[Tensor],
+                   gamma: float, reduction: str, avg_factor,
+                   activated: bool) -> bool:
+    """Whether :class:`_FocalLossSum` computes this loss: label targets
+    ``(N,)`` for logits ``(N, C)``, ``gamma == 2``, a per-anchor (or no)
+    weight, and a sum (``'sum'``, or ``'mean'`` over an ``avg_factor``)."""
+    return (target.dim() == 1 and pred.dim() == 2 and not activated
+            and gamma == 2.0 and reduction in ('sum', 'mean')
+            and (reduction == 'sum' or avg_factor is not None)
+            and (weight is None or weight.numel() == pred.size(0)))
 
 
 def _check_labels(labels: Tensor, num_classes: int) -> None:
@@ -136,39 +181,22 @@ def sigmoid_focal_loss(pred: Tensor,
                        reduction: str = 'mean',
                        avg_factor=None,
                        activated: bool = False) -> Tensor:
-    """Focal loss of ``pred (N, C)`` (logits, or probabilities when
-    ``activated``) against ``target``: labels ``(N,)`` or a one-hot /
-    soft ``(N, C)``."""
-    if (target.dim() == 1 and pred.dim() == 2 and not activated
-            and gamma == 2.0 and reduction in ('sum', 'mean')
-            and (reduction == 'sum' or avg_factor is not None)
-            and (weight is None or weight.numel() == pred.size(0))):
-        _check_labels(target, pred.size(1))
-        if weight is not None:
-            weight = weight.reshape(-1)
-        total = _FocalLossSum.apply(pred, target, weight, alpha)
-        if reduction == 'sum':
-            if avg_factor is not None:
-                return weight_reduce_loss(total, None, reduction, avg_factor)
-            return total
-        eps = torch.finfo(torch.float32).eps
-        return total / (avg_factor + eps)
-    if target.dim() != pred.dim():
-        target = _one_hot(target, pred.size(1))
-    target = target.type_as(pred)
-    if activated:
-        prob = pred
-        bce = F.binary_cross_entropy(pred, target, reduction='none')
-    else:
-        prob = pred.sigmoid()
-        bce = F.binary_cross_entropy_with_logits(
-            pred, target, reduction='none')
-    pt = (1 - prob) * target + prob * (1 - target)
-    focal_weight = (alpha * target + (1 - alpha) *
-                    (1 - target)) * pt.pow(gamma)
-    loss = bce * focal_weight
-    return weight_reduce_loss(loss, _broadcast_weight(weight, loss),
-                              reduction, avg_factor)
+    """The focal loss (:func:`py_sigmoid_focal_loss`), through
+    :class:`_FocalLossSum` where :func:`uses_fast_path` says it applies."""
+    if not uses_fast_path(pred, target, weight, gamma, reduction,
+                          avg_factor, activated):
+        return py_sigmoid_focal_loss(pred, target, weight, gamma, alpha,
+                                     reduction, avg_factor, activated)
+    _check_labels(target, pred.size(1))
+    if weight is not None:
+        weight = weight.reshape(-1)
+    total = _FocalLossSum.apply(pred, target, weight, alpha)
+    if reduction == 'sum':
+        if avg_factor is not None:
+            return weight_reduce_loss(total, None, reduction, avg_factor)
+        return total
+    eps = torch.finfo(torch.float32).eps
+    return total / (avg_factor + eps)
 
 
 @MODELS.register_module()

@@ -5,11 +5,15 @@ import torch
 import torch.nn.functional as F
 
 from detkit.models.losses import FocalLoss
-from detkit.models.losses.focal_loss import _FocalLossSum
+from detkit.models.losses.focal_loss import (_FocalLossSum,
+                                             py_sigmoid_focal_loss,
+                                             sigmoid_focal_loss,
+                                             uses_fast_path)
 
 
 def one_hot_formula(logits, labels, weight, alpha=0.25, gamma=2.0):
-    """MMDET_SEMANTICS §6 written out with a one-hot target, elementwise."""
+    """The focal loss (docs/losses.md) written out with a one-hot target,
+    elementwise."""
     t = F.one_hot(labels, logits.size(1) + 1)[:, :-1].type_as(logits)
     p = logits.sigmoid()
     bce = F.binary_cross_entropy_with_logits(logits, t, reduction='none')
@@ -76,3 +80,29 @@ def test_bf16_logits_are_computed_in_float32():
     assert out16.dtype == torch.float32 and torch.equal(out16, out32)
     assert x16.grad.dtype == torch.bfloat16
     assert torch.equal(x16.grad, x32.grad.bfloat16())
+
+
+def test_the_dispatch_condition_and_the_reference_formula_agree():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 3, generator=g) * 3
+    labels = torch.tensor([0, 1, 2, 3, 3, 3])
+    one_hot = F.one_hot(labels, 4)[:, :3].float()
+    assert uses_fast_path(x, labels, None, 2.0, 'mean', 4., False)
+    assert uses_fast_path(x, labels, torch.ones(6), 2.0, 'sum', None, False)
+    # a plain mean, another gamma, one-hot targets, probabilities or a
+    # per-element weight take the formula
+    assert not uses_fast_path(x, labels, None, 2.0, 'mean', None, False)
+    assert not uses_fast_path(x, labels, None, 1.5, 'sum', None, False)
+    assert not uses_fast_path(x, one_hot, None, 2.0, 'sum', None, False)
+    assert not uses_fast_path(x.sigmoid(), labels, None, 2.0, 'sum', None,
+                              True)
+    assert not uses_fast_path(x, labels, torch.ones(6, 3), 2.0, 'sum', None,
+                              False)
+    assert not uses_fast_path(x, labels, None, 2.0, 'none', None, False)
+    # where the fast path applies, it gives the formula's bits
+    assert torch.equal(sigmoid_focal_loss(x, labels, avg_factor=4.),
+                       py_sigmoid_focal_loss(x, labels, avg_factor=4.))
+    # and the formula of one positive logit 0: alpha * 0.5^2 * ln 2
+    one = py_sigmoid_focal_loss(torch.zeros(1, 1), torch.tensor([0]),
+                                reduction='sum')
+    assert one.item() == pytest.approx(0.25 * 0.25 * 0.6931471805599453)
