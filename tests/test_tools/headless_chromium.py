@@ -86,9 +86,12 @@ class _Pipe:
             pass
 
 
-def load_page(url, width=1280, height=900, timeout=60, full_page=False):
+def load_page(url, width=1280, height=900, timeout=60, full_page=False,
+              expressions=()):
     """Open ``url`` and return ``dict(console_errors, exceptions, requests,
-    dom, screenshot (PNG bytes), page_height)``."""
+    dom, screenshot (PNG bytes), page_height, values)``; ``values`` are the
+    results of the JavaScript ``expressions`` evaluated in the page after it
+    loaded (before the DOM and the screenshot are taken)."""
     chromium = find_chromium()
     if chromium is None:
         raise FileNotFoundError('no chromium binary on PATH')
@@ -122,6 +125,9 @@ def load_page(url, width=1280, height=900, timeout=60, full_page=False):
         pipe.call('Page.navigate', session, url=url)
         pipe.wait_for('Page.loadEventFired', timeout)
         pipe.drain(1.0)
+        values = [pipe.call('Runtime.evaluate', session, expression=e,
+                            returnByValue=True)['result'].get('value')
+                  for e in expressions]
         dom = pipe.call('Runtime.evaluate', session,
                         expression='document.documentElement.outerHTML',
                         returnByValue=True)['result']['value']
@@ -161,4 +167,4 @@ def load_page(url, width=1280, height=900, timeout=60, full_page=False):
         requests=[e['params']['request']['url'] for e in events
                   if e.get('method') == 'Network.requestWillBeSent'],
         dom=dom, screenshot=base64.b64decode(shot['data']),
-        page_height=page_height)
+        page_height=page_height, values=values)

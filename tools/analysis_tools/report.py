@@ -4,7 +4,7 @@ fails and on which images, from a results file.
     python tools/test.py CONFIG CKPT --out results.pkl
     python tools/analysis_tools/report.py CONFIG results.pkl \
         --out report.html [--score-thr 0.3] [--topk 12] \
-        [--checkpoint CKPT] [--scalars WORK_DIR/TIMESTAMP/vis_data/scalars.json]
+        [--checkpoint CKPT] [--scalars RUN_DIR/vis_data/scalars.json]
 
 (``tools/test.py CONFIG CKPT --report report.html`` writes the same page
 straight after testing.) The config's ``test_evaluator`` (else

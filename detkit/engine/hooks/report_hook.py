@@ -112,9 +112,11 @@ class ReportHook(Hook):
         if mode == 'val':
             checkpoint = (f'trained in this run ({runner.work_dir}, epoch '
                           f'{runner.epoch}, iteration {runner.iter})')
-            candidate = osp.join(runner.log_dir, 'vis_data', 'scalars.json')
-            scalars = scalars or (candidate if osp.isfile(candidate) else
-                                  None)
+            # LoggerHook's log of this run, else the visualizer's.
+            logs = [osp.join(runner.log_dir, 'vis_data', name)
+                    for name in (f'{runner.timestamp}.json', 'scalars.json')]
+            scalars = scalars or next(
+                (path for path in logs if osp.isfile(path)), None)
         elif scalars is None and checkpoint and '://' not in checkpoint:
             scalars = find_scalars(osp.dirname(osp.abspath(checkpoint)))
         config = runner.cfg.filename or runner.experiment_name

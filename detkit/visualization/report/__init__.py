@@ -5,5 +5,7 @@ from .builder import (MAX_GALLERY, build_report, describe_dataset,
                       write_report)
 from .training import find_scalars, load_scalars
 
-__all__ = ['build_report', 'write_report', 'describe_dataset', 'find_scalars', 'load_scalars',
-           'MAX_GALLERY']
+__all__ = [
+    'build_report', 'write_report', 'describe_dataset', 'find_scalars',
+    'load_scalars', 'MAX_GALLERY'
+]

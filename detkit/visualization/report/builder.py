@@ -10,143 +10,22 @@ evaluator the per-class numbers and curves come from ``eval_map`` (the
 function VOCMetric runs), and the sections that need COCO's arrays say so.
 """
 import datetime
-import math
 import os
 import os.path as osp
 import time
 
 import numpy as np
 
-from detkit.evaluation import eval_map
 from detkit.evaluation.analysis import (best_f1_threshold,
                                         calculate_confusion_matrix,
-                                        class_metrics, coco_eval_of,
-                                        coco_summary, detection_matches,
-                                        error_breakdown, pr_curves,
-                                        predictions, rank_images,
-                                        voc_metric_of)
+                                        predictions, rank_images)
 from . import gallery, sections
+from .glance import glance_section
 from .html import page
+from .numbers import gather
 from .training import curves, load_scalars
 
 MAX_GALLERY = 50  # images per side, whatever --topk asks (page size)
-
-
-def _coco_columns(coco_eval, classes):
-    """For each class, its index on COCOeval's category axis (COCOeval sorts
-    ``catIds``; the names say which is which)."""
-    names = {c['id']: c['name'] for c in coco_eval.cocoGt.dataset[
-        'categories']}
-    axis = [names[c] for c in coco_eval.params.catIds]
-    return [axis.index(name) for name in classes]
-
-
-def _coco_numbers(coco_eval, classes):
-    cols = _coco_columns(coco_eval, classes)
-    rows = class_metrics(coco_eval)
-    curves_ = {}
-    for iou in (.5, .75):
-        found = pr_curves(coco_eval, iou)
-        if found is not None:
-            curves_[iou] = (found[0], found[1][cols])
-    breakdown = error_breakdown(coco_eval)
-    if breakdown is not None:
-        for part in ('stages', 'losses'):
-            breakdown[part] = {k: v[cols] for k, v in breakdown[part].items()}
-    matches = detection_matches(coco_eval, .5)
-    return dict(summary=[(k, d, v) for k, d, v in coco_summary(coco_eval)],
-                rows=[rows[c] for c in cols], curves=curves_,
-                breakdown=breakdown,
-                matches=None if matches is None else [matches[c]
-                                                      for c in cols])
-
-
-def _voc_numbers(metric, metrics, pairs, classes):
-    """Per-class AP / recall and raw PR curves from ``eval_map`` with the
-    metric's settings (what VOCMetric computed)."""
-    dets, anns = [], []
-    for result, truth in pairs:
-        bboxes, scores, labels = predictions(result)
-        dets.append([np.hstack([bboxes[labels == c], scores[labels == c,
-                                                            None]])
-                     for c in range(len(classes))])
-        keep = ~truth['ignore']
-        anns.append(dict(bboxes=truth['bboxes'][keep],
-                         labels=truth['labels'][keep],
-                         bboxes_ignore=truth['bboxes'][~keep],
-                         labels_ignore=truth['labels'][~keep]))
-    iou = metric.iou_thrs[0]
-    _, per_class = eval_map(dets, anns, iou_thr=iou, eval_mode=metric.eval_mode,
-                            use_legacy_coordinate=True)
-    rows = [dict(num_gts=r['num_gts'], num_dets=r['num_dets'],
-                 AP=r['ap'] if r['num_gts'] else float('nan'),
-                 AP50=r['ap'] if r['num_gts'] and math.isclose(iou, .5)
-                 else float('nan'), AP75=float('nan'),
-                 recall50=float(r['recall'][-1]) if r['recall'].size and
-                 r['num_gts'] and math.isclose(iou, .5) else float('nan'))
-            for r in per_class]
-    return dict(summary=[(k, 'VOCMetric', float(v))
-                         for k, v in metrics.items()], rows=rows, curves={},
-                voc_curves=[(r['recall'], r['precision']) for r in per_class],
-                breakdown=None, matches=None)
-
-
-def _glance(classes, numbers, matrix, ranked, overall_thr, kind):
-    items = []
-    rows = numbers['rows']
-    if kind == 'coco':
-        stats = {k: v for k, _, v in numbers['summary']}
-        items.append(f'<span class="big">mAP {stats["mAP"]:.3f}</span>'
-                     f'AP50 {stats["mAP_50"]:.3f} · AP75 '
-                     f'{stats["mAP_75"]:.3f}')
-    elif numbers['summary']:
-        key, _, value = numbers['summary'][0]
-        items.append(f'<span class="big">{key} {value:.3f}</span>')
-    scored = sorted((r['AP'], name) for name, r in zip(classes, rows)
-                    if math.isfinite(r['AP']))
-    if len(scored) > 1:
-        side = min(3, len(scored) // 2)
-        worst = ', '.join(f'<b>{n}</b> {ap:.3f}' for ap, n in scored[:side])
-        best = ', '.join(f'<b>{n}</b> {ap:.3f}'
-                         for ap, n in scored[::-1][:side])
-        items.append(f'Best classes (AP): {best}. Weakest: {worst}.')
-    breakdown = numbers['breakdown']
-    if breakdown is not None:
-        losses = {k: breakdown['overall'][k] for k in (
-            'localisation', 'confusion', 'background', 'missed')}
-        top = max(losses, key=losses.get)
-        items.append('AP at IoU 0.5 lost to: ' + ', '.join(
-            f'{"<b>" if k == top else ""}{k} {v:.3f}{"</b>" if k == top else ""}'
-            for k, v in losses.items()) + f' (largest: <b>{top}</b>).')
-    off = matrix[:-1, :-1].copy()
-    np.fill_diagonal(off, 0)
-    if off.sum():
-        i, j = np.unravel_index(int(off.argmax()), off.shape)
-        items.append(f'Most frequent confusion: ground truth <b>{classes[i]}'
-                     f'</b> detected as <b>{classes[j]}</b> ({off[i, j]} '
-                     'times).')
-    found = np.diag(matrix)[:-1]
-    gts = matrix[:-1].sum(axis=1)
-    if gts.sum():
-        missed = matrix[:-1, -1]
-        k = int(np.argmax(missed / np.maximum(gts, 1)))
-        items.append(f'{int(found.sum())} of {int(gts.sum())} ground truths '
-                     'found by a detection of their class above the score '
-                     f'threshold; most often missed: <b>{classes[k]}</b> '
-                     f'({int(missed[k])} of {int(gts[k])}). '
-                     f'{int(matrix[-1].sum())} detections on background.')
-    if overall_thr is not None and overall_thr['threshold'] is not None:
-        items.append(f'Score threshold maximising F1 over all classes: '
-                     f'<b>{overall_thr["threshold"]:.2f}</b> (F1 '
-                     f'{overall_thr["f1"]:.3f}).')
-    aps = np.array([ap for ap, _, _ in ranked])
-    if len(aps):
-        items.append(f'{int((aps < .5).sum())} of {len(aps)} images have an '
-                     f'image AP below 0.5; the worst is <b>'
-                     f'{osp.basename(ranked[0][2]["img_path"])}</b> '
-                     f'({aps[0]:.3f}).')
-    body = '<ul class="glance">' + ''.join(f'<li>{i}</li>' for i in items)
-    return sections.section('glance', 'At a glance', '', body + '</ul>')
 
 
 def _gallery_items(part, classes, score_thr, painters):
@@ -184,18 +63,7 @@ def build_report(pairs, classes, metric_objects, metrics, info=None,
     start = time.perf_counter()
     classes = list(classes)
     info = dict(info or {})
-    coco_eval = coco_eval_of(metric_objects)
-    voc = voc_metric_of(metric_objects)
-    if coco_eval is not None:
-        kind, numbers = 'coco', _coco_numbers(coco_eval, classes)
-    elif voc is not None:
-        kind, numbers = 'voc', _voc_numbers(voc, metrics, pairs, classes)
-    else:
-        kind = 'none'
-        numbers = dict(summary=[(k, 'evaluator', float(v))
-                                for k, v in metrics.items()
-                                if isinstance(v, (int, float))],
-                       rows=[], curves={}, breakdown=None, matches=None)
+    kind, numbers = gather(metric_objects, metrics, pairs, classes)
     matches = numbers['matches']
     thresholds = overall_thr = None
     if matches is not None:
@@ -214,25 +82,19 @@ def build_report(pairs, classes, metric_objects, metrics, info=None,
     worst = _gallery_items(ranked[:shown], classes, score_thr, painters)
     best = _gallery_items(ranked[::-1][:shown], classes, score_thr, painters)
 
-    parts = [_glance(classes, numbers, matrix, ranked, overall_thr, kind),
-             sections.metrics_section(numbers['summary'], kind)]
-    if numbers['rows']:
-        parts.append(sections.classes_section(classes, numbers['rows'],
-                                              thresholds))
-        aps = [(r['AP50'], r.get('AP75', float('nan')))
-               for r in numbers['rows']]
-        curves_ = numbers['curves']
-        if kind == 'voc':
-            curves_ = {}
-        parts.append(sections.pr_section(classes, curves_, aps) if kind !=
-                     'voc' else _voc_pr(classes, numbers))
-    parts += [
+    aps = [(r['AP50'], r['AP75']) for r in numbers['rows']]
+    parts = [
+        glance_section(classes, numbers, matrix, ranked, overall_thr, kind),
+        sections.metrics_section(numbers['summary'], kind),
+        sections.classes_section(classes, numbers['rows'], thresholds,
+                                 numbers.get('reason')),
+        (sections.voc_pr_section(classes, numbers) if kind == 'voc' else
+         sections.pr_section(classes, numbers['curves'], aps,
+                             numbers.get('reason'))),
         sections.confusion_section(classes + ['background'], matrix,
                                    score_thr, tp_iou_thr),
         sections.errors_section(classes, numbers['breakdown']),
-        sections.scores_section(classes, matches, thresholds or [],
-                                overall_thr) if matches is not None else
-        sections.scores_section(classes, None, None, None),
+        sections.scores_section(classes, matches, thresholds, overall_thr),
         sections.gallery_section(worst, best, [a for a, _, _ in ranked],
                                  score_thr, shown if topk > shown else 0),
         _training(scalars)
@@ -254,26 +116,6 @@ def build_report(pairs, classes, metric_objects, metrics, info=None,
     footer = (f'Written by detkit in {time.perf_counter() - start:.1f} s. '
               'Self-contained: opens offline, nothing is fetched.')
     return page(title, meta, nav, parts, footer)
-
-
-def _voc_pr(classes, numbers):
-    from . import charts
-    plots = []
-    for name, (rec, prec), row in zip(classes, numbers['voc_curves'],
-                                      numbers['rows']):
-        if not rec.size:
-            continue
-        plots.append(charts.line_chart(
-            [dict(xs=rec, ys=prec, color=sections.BLUE, label='IoU 0.50')],
-            xlim=(0, 1), ylim=(0, 1.02), title=f'{name}: AP {row["AP"]:.3f}',
-            xlabel='recall', ylabel='precision'))
-    how = ('Raw precision and recall after each detection in score order '
-           '(eval_map, as VOCMetric computes them) at the metric\'s IoU '
-           'threshold.')
-    body = (sections.note('VOC evaluation: no COCO arrays, so the curves at '
-                          'IoU 0.75 are not available.') +
-            f'<div class="grid">{"".join(plots)}</div>')
-    return sections.section('pr', 'Precision-recall curves', how, body)
 
 
 def _training(scalars):

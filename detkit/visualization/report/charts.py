@@ -76,7 +76,8 @@ class _Frame:
                          f'text-anchor="middle" font-size="10" fill="{INK}">'
                          f'{_fmt(tick)}</text>')
         parts.append(f'<rect x="{self.x0}" y="{self.y1}" '
-                     f'width="{self.x1 - self.x0}" height="{self.y0 - self.y1}"'
+                     f'width="{self.x1 - self.x0}" '
+                     f'height="{self.y0 - self.y1}"'
                      f' fill="none" stroke="#9aa1a9"/>')
         if title:
             parts.append(f'<text x="{(self.x0 + self.x1) / 2:.1f}" y="15" '

@@ -45,7 +45,8 @@ td.low { color: var(--bad); font-weight: 600; }
 td.high { color: var(--good); font-weight: 600; }
 table.heat td { min-width: 44px; text-align: center; }
 table.heat td.diag { outline: 2px solid #1f2937; outline-offset: -2px; }
-.grid { display: flex; flex-wrap: wrap; gap: 10px 14px; align-items: flex-start; }
+.grid { display: flex; flex-wrap: wrap; gap: 10px 14px;
+  align-items: flex-start; }
 .gallery { display: grid; grid-template-columns: repeat(auto-fill,
   minmax(520px, 1fr)); gap: 14px; }
 figure.shot { margin: 0; border: 1px solid var(--line); border-radius: 6px;
@@ -92,7 +93,8 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 
 def num(value, digits=3):
     """A number for the page; an em dash for nan/None."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if value is None or (isinstance(value, float)
+                         and not math.isfinite(value)):
         return '\u2014'
     if isinstance(value, int):
         return str(value)

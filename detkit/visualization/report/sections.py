@@ -32,10 +32,13 @@ def metrics_section(summary, kind):
     return section('metrics', 'Metrics', how, body)
 
 
-def classes_section(classes, rows, thresholds):
+def classes_section(classes, rows, thresholds, reason=None):
     """``rows``: per class ``dict(num_gts, num_dets, AP, AP50, AP75,
     recall50)`` (values may be nan); ``thresholds``: per class dicts of
-    :func:`best_f1_threshold` or None."""
+    :func:`best_f1_threshold` or None; ``reason``: the note shown when there
+    are no rows."""
+    if not rows:
+        return section('classes', 'Per-class AP', '', note(reason or ''))
     valid = [r['AP'] for r in rows if math.isfinite(r['AP'])]
     lo, hi = (np.percentile(valid, 25), np.percentile(valid, 75)) if len(
         valid) > 3 else (-1, 2)
@@ -47,7 +50,7 @@ def classes_section(classes, rows, thresholds):
         body_rows.append([
             cell(name, css='name'), cell(r['num_gts']), cell(r['num_dets']),
             cell(r['AP'], css=css, bar=r['AP']), cell(r['AP50']),
-            cell(r.get('AP75', float('nan'))), cell(r['recall50']),
+            cell(r['AP75']), cell(r['recall50']),
             cell(best['threshold'] if best else None, 2),
             cell(best['f1'] if best and best['threshold'] is not None
                  else None)
@@ -72,13 +75,12 @@ def classes_section(classes, rows, thresholds):
     return section('classes', 'Per-class AP', how, body)
 
 
-def pr_section(classes, curves, aps):
+def pr_section(classes, curves, aps, reason=None):
     """``curves``: ``{iou: (recall_thresholds, precision (K, R))}`` (class
     order = ``classes``); ``aps``: per class ``(AP50, AP75)``."""
     if not curves:
         return section('pr', 'Precision-recall curves', '', note(
-            'No precision-recall arrays: the evaluator is not CocoMetric '
-            'or VOCMetric.'))
+            reason or 'No precision-recall arrays in this evaluation.'))
     styles = {.5: (BLUE, False), .75: (ORANGE, True)}
     plots = []
     for k, name in enumerate(classes):
@@ -106,6 +108,27 @@ def pr_section(classes, curves, aps):
            'reached.')
     return section('pr', 'Precision-recall curves', how,
                    f'<div class="grid">{"".join(plots)}</div>')
+
+
+def voc_pr_section(classes, numbers):
+    """Raw precision-recall curves of ``eval_map``
+    (``numbers['voc_curves']``)."""
+    plots = []
+    for name, (rec, prec), row in zip(classes, numbers['voc_curves'],
+                                      numbers['rows']):
+        if not rec.size:
+            continue
+        plots.append(charts.line_chart(
+            [dict(xs=rec, ys=prec, color=BLUE, label='IoU 0.50')],
+            xlim=(0, 1), ylim=(0, 1.02), title=f'{name}: AP {row["AP"]:.3f}',
+            xlabel='recall', ylabel='precision'))
+    how = ('Raw precision and recall after each detection in score order '
+           '(eval_map, as VOCMetric computes them) at the metric\'s IoU '
+           'threshold.')
+    body = (note('VOC evaluation: no COCO arrays, so the curves at '
+                          'IoU 0.75 are not available.') +
+            f'<div class="grid">{"".join(plots)}</div>')
+    return section('pr', 'Precision-recall curves', how, body)
 
 
 def confusion_section(names, matrix, score_thr, tp_iou_thr):
@@ -245,7 +268,7 @@ def gallery_section(worst, best, image_aps, score_thr, capped):
             missing = '' if item['readable'] else ' (image file not found)'
             out.append(
                 f'<figure class="shot" data-kind="{kind}" data-rank="{rank}"'
-                f' data-ap="{item["ap"]:.6f}" '
+                f' data-ap="{item["ap"]!r}" '
                 f'data-image="{escape(item["name"])}">'
                 f'<img src="{item["uri"]}" alt="{escape(item["name"])}">'
                 f'<figcaption><b>#{rank} {escape(item["name"])}</b> · image '
