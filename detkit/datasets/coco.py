@@ -117,7 +117,7 @@ class CocoDataset(BaseDetDataset):
             raise FileNotFoundError(
                 f'{type(self).__name__}: annotation file {self.ann_file} '
                 'does not exist (ann_file is joined to data_root '
-                f'{self.data_root!r}){missing_path_hint(self.ann_file)}'
+                f'{self.data_root!r}){missing_path_hint(self.ann_file)}.'
             ) from None
         except json.JSONDecodeError as err:
             raise ValueError(f'{self.ann_file} is not valid JSON: '
