@@ -2,6 +2,7 @@
 import json
 
 import cv2
+import numpy as np
 import pytest
 from toolbox_toys import run_tool
 
@@ -66,3 +67,75 @@ def test_a_text_log_is_refused(tmp_path):
     log.write_text('2024/01/01 00:00:00 - mmengine - INFO - Epoch(train)\n')
     with pytest.raises(ValueError, match='line 1: not JSON'):
         TOOL['main'](['cal_train_time', str(log)])
+
+
+def _write_epoch_log(path, epochs, val_every):
+    """``epochs`` epochs of 2 iterations; a validation line every
+    ``val_every`` epochs and after the last one (as mmengine validates)."""
+    lines = []
+    for epoch in range(1, epochs + 1):
+        for i in (1, 2):
+            lines.append(dict(loss=1.0, time=1.0, epoch=epoch, iter=i,
+                              step=(epoch - 1) * 2 + i))
+        if epoch % val_every == 0 or epoch == epochs:
+            lines.append({'coco/bbox_mAP': epoch / 10, 'step': epoch})
+    path.write_text('\n'.join(json.dumps(line) for line in lines) + '\n')
+    return str(path)
+
+
+def test_start_epoch_and_eval_interval(tmp_path):
+    log = _write_log(tmp_path / 'run.json')
+    out = str(tmp_path / 'curve.png')
+    series = TOOL['main'](['plot_curve', log, '--keys', 'loss_cls',
+                           'bbox_mAP', '--start-epoch', '2', '--out', out])
+    # epoch 2 holds global steps 4..6 and the validation at epoch 2
+    assert series['run_loss_cls'][0] == [4, 5, 6]
+    assert series['run_bbox_mAP'] == ([2], [0.4])
+    # validation every epoch, but --eval-interval 2 says every second one
+    with pytest.raises(ValueError, match=r'bbox_mAP at epochs \[1, 2\], not '
+                       'every 2 epoch'):
+        TOOL['main'](['plot_curve', log, '--eval-interval', '2', '--out',
+                      out])
+    # validation at 2, 4, 5 (the last epoch) over 5 epochs: interval 2
+    log5 = _write_epoch_log(tmp_path / 'five.json', 5, 2)
+    series = TOOL['main'](['plot_curve', log5, '--eval-interval', '2',
+                           '--start-epoch', '3', '--out', out])
+    assert series['five_bbox_mAP'] == ([4, 5], [0.4, 0.5])
+    with pytest.raises(ValueError, match='val_interval of the training'):
+        TOOL['main'](['plot_curve', log5, '--eval-interval', '3', '--out',
+                      out])
+    # an iteration-based log has no epochs to start from
+    iters = tmp_path / 'iters.json'
+    iters.write_text(json.dumps(dict(loss=1.0, iter=1, step=1)) + '\n')
+    with pytest.raises(ValueError, match='iteration-based'):
+        TOOL['main'](['plot_curve', str(iters), '--keys', 'loss',
+                      '--start-epoch', '2', '--out', out])
+
+
+def _share_of_colour(png, bgr):
+    img = cv2.imread(png)
+    return (img == np.array(bgr, np.uint8)).all(-1).mean()
+
+
+def test_style_and_backend(tmp_path):
+    import matplotlib
+    log = _write_log(tmp_path / 'run.json')
+    dark, grid = str(tmp_path / 'dark.png'), str(tmp_path / 'grid.png')
+    # mmdetection's default style is seaborn's 'dark': axes #EAEAF2
+    TOOL['main'](['plot_curve', log, '--keys', 'loss', '--out', dark,
+                  '--backend', 'Agg'])
+    assert matplotlib.get_backend().lower() == 'agg'
+    TOOL['main'](['plot_curve', log, '--keys', 'loss', '--out', grid,
+                  '--style', 'whitegrid'])
+    eaeaf2 = (0xF2, 0xEA, 0xEA)  # BGR
+    assert _share_of_colour(dark, eaeaf2) > 0.4  # most of the axes area
+    assert _share_of_colour(grid, eaeaf2) == 0
+    # the style does not leak into later figures
+    assert matplotlib.rcParams['axes.facecolor'] == 'white'
+    TOOL['main'](['plot_curve', log, '--keys', 'loss', '--out', grid,
+                  '--style', 'ggplot'])  # any matplotlib style
+    with pytest.raises(ValueError, match="--style 'neon' is neither"):
+        TOOL['main'](['plot_curve', log, '--out', grid, '--style', 'neon'])
+    with pytest.raises(ValueError, match="--backend 'NoSuchBackend'"):
+        TOOL['main'](['plot_curve', log, '--out', grid, '--backend',
+                      'NoSuchBackend'])
