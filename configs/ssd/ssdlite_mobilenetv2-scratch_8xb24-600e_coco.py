@@ -1,8 +1,8 @@
 # SSDLite (MobileNetV2 paper, §6.2) at 320x320, trained from scratch:
 # 120 epochs over the training set repeated 5 times (= 600 epochs).
 _base_ = [
-    '../_base_/datasets/coco_detection.py',
-    '../_base_/schedules/schedule_2x.py', '../_base_/default_runtime.py'
+    '../_base_/datasets/coco_ssd.py', '../_base_/schedules/schedule_2x.py',
+    '../_base_/default_runtime.py'
 ]
 # model settings
 data_preprocessor = dict(
@@ -73,55 +73,22 @@ model = dict(
         max_per_img=200))
 env_cfg = dict(cudnn_benchmark=True)
 
-# dataset settings
+# dataset settings: SSD's pipelines (_base_/datasets/coco_ssd.py) with a
+# 320 x 320 resize, 24 images per GPU.
 input_size = 320
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(
-        type='Expand',
-        mean=data_preprocessor['mean'],
-        to_rgb=data_preprocessor['bgr_to_rgb'],
-        ratio_range=(1, 4)),
-    dict(
-        type='MinIoURandomCrop',
-        min_ious=(0.1, 0.3, 0.5, 0.7, 0.9),
-        min_crop_size=0.3),
-    dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
-    dict(type='RandomFlip', prob=0.5),
-    dict(
-        type='PhotoMetricDistortion',
-        brightness_delta=32,
-        contrast_range=(0.5, 1.5),
-        saturation_range=(0.5, 1.5),
-        hue_delta=18),
-    dict(type='PackDetInputs')
+    dict(step, scale=(input_size, input_size)) if step.type == 'Resize' else
+    step for step in _base_.train_pipeline
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
-    dict(type='Resize', scale=(input_size, input_size), keep_ratio=False),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor'))
+    dict(step, scale=(input_size, input_size)) if step.type == 'Resize' else
+    step for step in _base_.test_pipeline
 ]
 train_dataloader = dict(
     batch_size=24,
     num_workers=4,
-    batch_sampler=None,
-    dataset=dict(
-        _delete_=True,
-        type='RepeatDataset',
-        times=5,
-        dataset=dict(
-            type={{_base_.dataset_type}},
-            data_root={{_base_.data_root}},
-            ann_file='annotations/instances_train2017.json',
-            data_prefix=dict(img='train2017/'),
-            filter_cfg=dict(filter_empty_gt=True, min_size=32),
-            pipeline=train_pipeline)))
-val_dataloader = dict(batch_size=8, dataset=dict(pipeline=test_pipeline))
+    dataset=dict(dataset=dict(pipeline=train_pipeline)))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 # training schedule
