@@ -2,6 +2,7 @@
 form. torch.utils.flop_counter counts a k x k convolution as
 2 * Cin * Cout * k * k * Hout * Wout (a multiply-add = 2 FLOPs; bias,
 norms and activations are free)."""
+import pytest
 from toolbox_toys import run_tool, tiny_setup  # noqa: F401
 
 TOOL = run_tool('tools', 'analysis_tools', 'get_flops.py')
@@ -42,3 +43,28 @@ def test_neck_and_head_flops_in_closed_form(tiny_setup, capsys):  # noqa
     printed = capsys.readouterr().out
     assert 'input shape: (1, 3, 64, 64)' in printed
     assert 'a multiply-add = 2 FLOPs' in printed
+
+
+def test_num_images_averages_over_the_test_images(tiny_setup, capsys):  # noqa
+    result = TOOL['main']([tiny_setup['cfg_file'], '--num-images', '2'])
+    # the tiny test set: 64 x 64 images, resized to at most 64 and padded
+    # to 32: the same 64 x 64 input as above, so the same closed forms
+    assert result['num_images'] == 2
+    assert result['input_shapes'] == [(1, 3, 64, 64)] * 2
+    assert result['modules']['neck']['flops'] == 449024
+    assert result['modules']['bbox_head']['flops'] == 1003680
+    assert 'mean over 2 test images, padded sizes [(64, 64)]' in \
+        capsys.readouterr().out
+    # more images than the test set has: all 3 of them
+    assert TOOL['main']([tiny_setup['cfg_file'], '--num-images',
+                         '10'])['num_images'] == 3
+    with pytest.raises(SystemExit, match='exclude each other'):
+        TOOL['main']([tiny_setup['cfg_file'], '--num-images', '2',
+                      '--shape', '64'])
+
+
+def test_mean_table_is_the_per_module_mean():
+    a = {'neck': dict(flops=10, params=3), 'total': dict(flops=30, params=5)}
+    b = {'neck': dict(flops=20, params=3), 'total': dict(flops=50, params=5)}
+    assert TOOL['mean_table']([a, b]) == {
+        'neck': dict(flops=15, params=3), 'total': dict(flops=40, params=5)}

@@ -1,11 +1,15 @@
 """FLOPs and parameters of a detector, per top-level module.
 
     python tools/analysis_tools/get_flops.py CONFIG --shape 800 1333
+    python tools/analysis_tools/get_flops.py CONFIG --num-images 100
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one
 ``(1, 3, H, W)`` input (padded up to the preprocessor's
 ``pad_size_divisor``) through the detector's ``tensor`` forward (backbone,
-neck, heads; no preprocessing and no box decoding/NMS). Its convention: a
+neck, heads; no preprocessing and no box decoding/NMS). With
+``--num-images N`` (mmdetection's way) the inputs are instead the first N
+images of the test data loader, one at a time, after the test pipeline and
+the preprocessor, and the table gives the mean per image. Its convention: a
 multiply-add counts 2 FLOPs, so a k x k convolution costs
 ``2 * Cin * Cout * k * k * Hout * Wout / groups`` and a linear layer
 ``2 * in * out``; biases, normalisation, activations and pooling count 0.
@@ -42,6 +46,35 @@ def dummy_batch(model, height, width):
     gen = torch.Generator().manual_seed(0)
     inputs = torch.randn(1, 3, *padded, generator=gen)
     return inputs.to(next(model.parameters()).device), [sample]
+
+
+def dataset_batches(cfg, model, num_images):
+    """``(inputs (1, 3, H, W), data_samples)`` of the first ``num_images``
+    images of the config's test data loader, through the model's
+    preprocessor."""
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+    loader = dict(cfg.test_dataloader)
+    loader.update(batch_size=1, num_workers=0, persistent_workers=False)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        dataloader = Runner.build_dataloader(loader)
+    for i, batch in enumerate(dataloader):
+        if i == num_images:
+            return
+        with torch.no_grad():
+            data = model.data_preprocessor(batch, False)
+        yield data['inputs'], data['data_samples']
+
+
+def mean_table(tables):
+    """Per-module mean FLOPs of several :func:`count_flops` tables (the
+    parameters are the same in each)."""
+    out = OrderedDict()
+    for name in tables[0]:
+        flops = [t.get(name, dict(flops=0))['flops'] for t in tables]
+        out[name] = dict(flops=int(round(sum(flops) / len(flops))),
+                         params=tables[0][name]['params'])
+    return out
 
 
 def count_flops(model, inputs, data_samples):
@@ -82,7 +115,9 @@ def _subtree_flops(flops, prefix):
 
 
 def format_table(table, shape):
-    lines = [f'input shape: {tuple(shape)}',
+    """``shape``: the input shape, or a line saying what the inputs were."""
+    shape = shape if isinstance(shape, str) else tuple(shape)
+    lines = [f'input shape: {shape}',
              f'{"module":<20}{"GFLOPs":>12}{"params (M)":>14}']
     for name, row in table.items():
         lines.append(f'{name:<20}{row["flops"] / 1e9:>12.4f}'
@@ -95,8 +130,12 @@ def format_table(table, shape):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Count FLOPs and params')
     parser.add_argument('config', help='model config file')
-    parser.add_argument('--shape', type=int, nargs='+', default=[800, 1333],
-                        help='input height and width (one number: square)')
+    parser.add_argument('--shape', type=int, nargs='+',
+                        help='input height and width (one number: square; '
+                        'default 800 1333)')
+    parser.add_argument('--num-images', type=int,
+                        help='average over the first N test images instead '
+                        'of one random input of --shape')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. '
@@ -106,9 +145,18 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if len(args.shape) not in (1, 2):
-        raise SystemExit(f'--shape takes H W or one size, got {args.shape}')
-    height, width = (args.shape * 2)[:2]
+    if args.num_images is not None:
+        if args.shape is not None:
+            raise SystemExit('--shape and --num-images exclude each other: '
+                             'one random input of a shape, or real images')
+        if args.num_images < 1:
+            raise SystemExit(f'--num-images must be positive, got '
+                             f'{args.num_images}')
+        return _flops_of_images(args)
+    shape = args.shape or [800, 1333]
+    if len(shape) not in (1, 2):
+        raise SystemExit(f'--shape takes H W or one size, got {shape}')
+    height, width = (shape * 2)[:2]
     from detkit.apis import init_detector
     model = init_detector(_load_cfg(args.config, args.cfg_options),
                           device=args.device)
@@ -116,6 +164,24 @@ def main(argv=None):
     table = count_flops(model, inputs, samples)
     print(format_table(table, inputs.shape))
     return dict(input_shape=tuple(inputs.shape), modules=table)
+
+
+def _flops_of_images(args):
+    from detkit.apis import init_detector
+    cfg = _load_cfg(args.config, args.cfg_options)
+    model = init_detector(cfg, device=args.device)
+    tables, shapes = [], []
+    for inputs, samples in dataset_batches(cfg, model, args.num_images):
+        tables.append(count_flops(model, inputs, samples))
+        shapes.append(tuple(inputs.shape))
+    if not tables:
+        raise SystemExit(f'{args.config}: the test data loader yields no '
+                         'image')
+    table = mean_table(tables)
+    sizes = sorted(set(s[2:] for s in shapes))
+    print(format_table(table, f'mean over {len(tables)} test images, '
+                       f'padded sizes {sizes}'))
+    return dict(num_images=len(tables), input_shapes=shapes, modules=table)
 
 
 if __name__ == '__main__':
