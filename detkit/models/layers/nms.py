@@ -3,7 +3,8 @@
 Boxes are float ``(N, 4)`` ``(x1, y1, x2, y2)`` pixels. A box is suppressed
 when its IoU with a higher-scoring kept box is ``> iou_threshold``
 (``IoU = inter / (area1 + area2 - inter)``, no +1); the kernel is
-``torchvision.ops.nms``. See MMDET_SEMANTICS §8 and §11.
+``torchvision.ops.nms``. See docs/dense_prediction.md and
+docs/faster_rcnn.md.
 """
 import math
 from typing import Optional, Tuple
@@ -283,7 +284,7 @@ def multiclass_nms(multi_bboxes: Tensor,
                    score_factors: Optional[Tensor] = None,
                    return_inds: bool = False,
                    box_dim: int = 4):
-    """Per-class NMS over ``(box, class)`` pairs (MMDET_SEMANTICS §11).
+    """Per-class NMS over ``(box, class)`` pairs (docs/faster_rcnn.md).
 
     Args:
         multi_bboxes: ``(N, 4)`` shared by all classes, or ``(N, 4 * C)``

@@ -1,7 +1,7 @@
 """RoIAlign (He et al., Mask R-CNN) with mmcv's module interface, computed
 by ``torchvision.ops.roi_align``.
 
-mmcv's semantics (MMDET_SEMANTICS §11) and torchvision's kernel agree for
+mmcv's semantics (docs/faster_rcnn.md) and torchvision's kernel agree for
 ``aligned=True`` and ``sampling_ratio=0``: the RoI ``(x1, y1, x2, y2)`` in
 image pixels maps to ``x * spatial_scale - 0.5`` on the feature map (pixel
 centres sit at integer feature coordinates), the RoI size is not forced to

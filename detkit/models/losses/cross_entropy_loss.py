@@ -1,4 +1,4 @@
-"""Softmax and sigmoid cross-entropy (MMDET_SEMANTICS §6).
+"""Softmax and sigmoid cross-entropy (docs/losses.md).
 
 Softmax: ``pred (N, C + 1)`` logits, ``label (N,)`` in ``[0, C]`` (C =
 background in the R-CNN and SSD heads). Sigmoid: ``pred (N, K)`` logits; a

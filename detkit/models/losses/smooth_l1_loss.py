@@ -1,4 +1,4 @@
-"""L1 and smooth-L1 box regression losses (MMDET_SEMANTICS §6).
+"""L1 and smooth-L1 box regression losses (docs/losses.md).
 
 ``L1 = |d|`` and ``SmoothL1 = 0.5 * d^2 / beta`` if ``|d| < beta`` else
 ``|d| - 0.5 * beta``, with ``d = pred - target`` elementwise. Two shortcuts

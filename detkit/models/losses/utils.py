@@ -1,4 +1,4 @@
-"""Loss reduction shared by every loss (MMDET_SEMANTICS §6).
+"""Loss reduction shared by every loss (docs/losses.md).
 
 An elementwise loss is multiplied by its weight, then reduced: ``'none'``,
 ``'sum'``, ``'mean'``, or, with an ``avg_factor`` and ``'mean'``,

@@ -1,5 +1,5 @@
 """RPNHead: parameter names, loss normalisation by the sampled count
-(MMDET_SEMANTICS §10), zeroed labels, and proposals (sorted, inside the
+(docs/rpn.md), class-agnostic labels, and proposals (sorted, inside the
 image, NMS within each level only, small boxes dropped, rescaled)."""
 import math
 
@@ -113,7 +113,7 @@ def test_loss_is_normalised_by_the_sampled_count_of_every_image():
         sum(abs(v) for v in encode(a.tolist(), gt)) for a in anchors[pos])
     assert losses['loss_rpn_bbox'].item() == pytest.approx(
         target_sum / (avg_factor + eps), rel=1e-5)
-    # labels were zeroed on copies: the samples are untouched
+    # the targets are class-agnostic: the samples are left untouched
     assert samples[0].gt_instances.labels.tolist() == [2]
 
 

@@ -1,5 +1,5 @@
 """SSDHead: layers per level, anchors through the head, hard-negative mining
-and the SSD loss worked out by hand, prediction (MMDET_SEMANTICS §9)."""
+and the SSD loss worked out by hand, prediction (docs/ssd.md)."""
 import math
 
 import pytest

@@ -1,6 +1,7 @@
 """SSD300 / SSD512 / SSDLite / SSD300-VOC from the mmdetection-style
 configs: checkpoint layouts, anchor counts from real feature maps, config
-facts (MMDET_SEMANTICS §0), and the loss / predict / tensor interface."""
+facts (mmdetection's SSD settings, docs/data_pipeline.md), and the loss /
+predict / tensor interface."""
 import pytest
 import torch
 from mmengine.config import Config

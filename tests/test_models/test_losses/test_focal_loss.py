@@ -1,4 +1,5 @@
-"""FocalLoss: mmdetection reference outputs and the closed form (§6)."""
+"""FocalLoss: mmdetection reference outputs and the closed form
+(docs/losses.md)."""
 import math
 
 import pytest

@@ -1,4 +1,5 @@
-"""weight_reduce_loss / reduce_loss (§6 generic reduction)."""
+"""weight_reduce_loss / reduce_loss (the weighting and reduction of
+docs/losses.md)."""
 import pytest
 import torch
 

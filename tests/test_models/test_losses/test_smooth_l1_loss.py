@@ -1,4 +1,5 @@
-"""SmoothL1Loss / L1Loss: mmdetection references and closed forms (§6)."""
+"""SmoothL1Loss / L1Loss: mmdetection references and closed forms
+(docs/losses.md)."""
 import pytest
 import torch
 from conftest import load_reference

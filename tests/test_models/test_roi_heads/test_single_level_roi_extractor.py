@@ -1,6 +1,6 @@
 """SingleRoIExtractor: FPN level mapping (boundaries 112 / 224 / 448) and
-RoIAlign against closed forms and against MMDET_SEMANTICS §11 written out
-sample by sample."""
+RoIAlign against closed forms and against mmcv's RoIAlign written out
+sample by sample (docs/faster_rcnn.md, RoIAlign)."""
 import math
 
 import pytest
@@ -95,7 +95,8 @@ def test_rois_keep_their_order_across_levels():
 
 
 def reference_roi_align(feat, roi, scale, out=7):
-    """MMDET_SEMANTICS §11, sample by sample (aligned, sampling_ratio 0)."""
+    """mmcv's RoIAlign (docs/faster_rcnn.md), sample by sample (aligned,
+    sampling_ratio 0)."""
     _, height, width = feat.shape
     x1, y1, x2, y2 = [v * scale - 0.5 for v in roi]
     roi_w, roi_h = x2 - x1, y2 - y1

@@ -1,4 +1,5 @@
-"""AnchorGenerator: mmdetection reference anchors and closed forms (§2)."""
+"""AnchorGenerator: mmdetection reference anchors and closed forms
+(docs/anchors.md)."""
 import math
 
 import pytest

@@ -1,4 +1,5 @@
-"""DeltaXYWHBBoxCoder: mmdetection references and closed forms (§5)."""
+"""DeltaXYWHBBoxCoder: mmdetection references and closed forms
+(docs/box_coders.md)."""
 import math
 
 import numpy as np

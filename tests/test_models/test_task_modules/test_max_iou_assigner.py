@@ -1,5 +1,6 @@
-"""MaxIoUAssigner: mmdetection reference, hand-made decisions (§3), batch
-equivalence with a per-image loop written straight from the semantics."""
+"""MaxIoUAssigner: mmdetection reference, hand-made decisions
+(docs/assignment.md), batch equivalence with a per-image loop written
+straight from mmdetection's algorithm."""
 import time
 
 import pytest
@@ -21,7 +22,7 @@ def assign_one(assigner, priors, gts, labels):
 
 def loop_reference(priors, gts, labels, pos, neg, min_pos, assign_all,
                    low_quality=True):
-    """Single image, step by step as MMDET_SEMANTICS §3 states it."""
+    """Single image, step by step as docs/assignment.md states it."""
     num = len(priors)
     gt_inds = torch.full((num, ), -1, dtype=torch.long)
     if len(gts) == 0:
@@ -132,7 +133,8 @@ def test_low_quality_overrides_a_positive_of_another_gt():
 
 def test_low_quality_zero_overlap_gt_takes_all_zero_priors():
     # min_pos_iou 0 (RetinaNet): a GT overlapping nothing has gt_max 0, so
-    # every prior with IoU 0 to it is assigned to it (§3 edge case).
+    # every prior with IoU 0 to it is assigned to it (an edge case of
+    # low-quality matching, docs/assignment.md).
     priors = torch.tensor([[0., 0., 10., 10.], [100., 100., 110., 110.]])
     gts = torch.tensor([[0., 0., 10., 10.], [500., 500., 510., 510.]])
     result = assign_one(MaxIoUAssigner(0.5, 0.4, min_pos_iou=0), priors, gts,

@@ -1,4 +1,4 @@
-"""PseudoSampler / RandomSampler / SamplingResult (MMDET_SEMANTICS §4)."""
+"""PseudoSampler / RandomSampler / SamplingResult (docs/sampling.md)."""
 import pytest
 import torch
 from mmengine.structures import InstanceData

@@ -1,4 +1,5 @@
-"""SSDAnchorGenerator: reference SSD300 anchors, sizes and counts (§2)."""
+"""SSDAnchorGenerator: reference SSD300 anchors, sizes and counts
+(docs/anchors.md)."""
 import math
 
 import pytest

@@ -1,5 +1,5 @@
 """Pool each RoI from the one FPN level that suits its size (Lin et al., FPN,
-eq. 1; MMDET_SEMANTICS §11).
+eq. 1; docs/faster_rcnn.md).
 
 A RoI of scale ``s = sqrt(w * h)`` (image pixels) goes to level
 ``clamp(floor(log2(s / finest_scale + 1e-6)), 0, L - 1)``: with

@@ -1,4 +1,5 @@
-"""Assign each prior to the ground truth it overlaps most (MMDET_SEMANTICS §3).
+"""Assign each prior to the ground truth it overlaps most
+(docs/assignment.md).
 
 The whole batch is one tensor program on ``(B, G, N)`` overlaps: ground
 truths are padded to the batch's largest count ``G`` with a validity mask,

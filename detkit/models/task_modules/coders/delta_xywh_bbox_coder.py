@@ -1,4 +1,4 @@
-"""Box <-> delta coding of Faster R-CNN (MMDET_SEMANTICS §5).
+"""Box <-> delta coding of Faster R-CNN (docs/box_coders.md).
 
 A prior ``p`` and a box ``g`` (both ``(x1, y1, x2, y2)`` pixels, width
 ``x2 - x1``) give the deltas

@@ -1,6 +1,6 @@
 """Grid anchors for anchor-based dense heads (RetinaNet, RPN, Faster R-CNN).
 
-Conventions (MMDET_SEMANTICS §2): boxes are float ``(x1, y1, x2, y2)`` in
+Conventions (docs/anchors.md): boxes are float ``(x1, y1, x2, y2)`` in
 input-image pixels, width ``x2 - x1`` (no +1). A level's base anchors are
 centred on ``(center_offset * base_size, center_offset * base_size)``
 (``(0, 0)`` by default) and are shifted to every grid point

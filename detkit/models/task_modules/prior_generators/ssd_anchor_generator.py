@@ -1,7 +1,7 @@
 """SSD anchors: per-level sizes from ``basesize_ratio_range`` (or explicit
 min/max sizes), centred in the middle of each stride cell.
 
-Conventions (MMDET_SEMANTICS §2): boxes ``(x1, y1, x2, y2)`` in input
+Conventions (docs/anchors.md): boxes ``(x1, y1, x2, y2)`` in input
 pixels; a level's anchors sit at ``((j + 0.5) * stride_w, (i + 0.5) *
 stride_h)``; per location, the order is ``[s1*r1, s2*r1, s1*(1/r_1),
 s1*r_1, s1*(1/r_2), s1*r_2, ...]`` with ``s1 = 1``, ``s2 =
