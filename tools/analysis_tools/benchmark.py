@@ -2,9 +2,13 @@
 pipeline alone.
 
     python tools/analysis_tools/benchmark.py CONFIG CHECKPOINT --task inference
+    python tools/analysis_tools/benchmark.py CONFIG --checkpoint CHECKPOINT
     python tools/analysis_tools/benchmark.py CONFIG --task dataloader \
         --dataset-type train --num-workers 4
     python tools/analysis_tools/benchmark.py CONFIG --task dataset
+    python -m torch.distributed.run --nproc_per_node 2 \
+        tools/analysis_tools/benchmark.py CONFIG --task dataloader \
+        --launcher pytorch
 
 Each repeat times ``--max-iter`` iterations, of which the first
 ``--num-warmup`` are not counted; the reported speed is ``batch size /
@@ -13,9 +17,17 @@ the mean-based figure beside it. ``inference`` times ``model.test_step``
 (preprocessing, forward, post-processing) on the test data loader with
 batch size 1 unless ``--batch-size``; CUDA is synchronised around every
 iteration.
+
+``--launcher pytorch|slurm|mpi`` starts the process group as the training
+tools do (gloo without CUDA). As in mmdetection, inference is measured in
+one process only (``--nproc_per_node 1``; several would share, and slow,
+one device); the data tasks run in every process, each on its share of the
+data (the data loader's sampler splits it; ``dataset`` takes every
+world-size-th index), and rank 0 prints each rank's speed and their sum.
 """
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -77,21 +89,48 @@ def _dataloader_cfg(cfg, dataset_type, batch_size, num_workers):
     return loader
 
 
+def init_launcher(launcher, cfg):
+    """Start the default process group for ``launcher`` (``'none'``:
+    nothing), with the config's ``env_cfg.dist_cfg``, the way the training
+    tools do: detkit's gloo path without CUDA, else mmengine's."""
+    if launcher == 'none':
+        return
+    from mmengine.dist import init_dist
+
+    from detkit.engine.dist import init_gloo_dist, use_gloo
+    env_cfg = cfg.get('env_cfg') or {}
+    dist_cfg = dict(env_cfg.get('dist_cfg') or {})
+    if use_gloo(launcher, env_cfg):
+        init_gloo_dist(launcher, **dist_cfg)
+    else:
+        init_dist(launcher, **dist_cfg)
+
+
 def benchmark(cfg, checkpoint=None, task='inference', dataset_type='test',
               max_iter=200, num_warmup=5, repeat_num=1, batch_size=None,
               num_workers=None, device=None, fuse_conv_bn=False,
               channels_last=False):
-    """A list with one :func:`summarize` dict per repeat."""
+    """A list with one :func:`summarize` dict per repeat, of this process
+    (with a process group, of its share of the data)."""
+    from mmengine.dist import get_dist_info
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
     init_default_scope(cfg.default_scope)
+    rank, world_size = get_dist_info()
+    if task == 'inference' and world_size > 1:
+        raise RuntimeError(
+            f'--task inference runs in one process, but {world_size} were '
+            'started: several processes would share one device and measure '
+            'each other. Start one (--nproc_per_node 1) or use --launcher '
+            'none.')
     results = []
     if task == 'dataset':
         from detkit.registry import DATASETS
         dataset = DATASETS.build(cfg[f'{dataset_type}_dataloader']['dataset'])
+        indices = range(rank, len(dataset), world_size)
         for _ in range(repeat_num):
-            times = time_iterations(dataset.__getitem__, range(len(dataset)),
-                                    max_iter, num_warmup)
+            times = time_iterations(dataset.__getitem__, indices, max_iter,
+                                    num_warmup)
             results.append(summarize(times, 1))
         return results
     if task == 'inference' and batch_size is None:
@@ -125,6 +164,9 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', nargs='?', help='checkpoint (inference;'
                         ' random weights when omitted)')
+    parser.add_argument('--checkpoint', dest='checkpoint_flag',
+                        metavar='CHECKPOINT',
+                        help='the checkpoint, as mmdetection spells it')
     parser.add_argument('--task', default='inference',
                         choices=['inference', 'dataloader', 'dataset'])
     parser.add_argument('--dataset-type', default='test',
@@ -147,27 +189,67 @@ def parse_args(argv=None):
                         help='channels-last memory format (inference)')
     parser.add_argument('--out', help='write the results as JSON here')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    return parser.parse_args(argv)
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='how the processes were started (torchrun: '
+                        'pytorch)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.checkpoint_flag is not None:
+        if args.checkpoint not in (None, args.checkpoint_flag):
+            parser.error(f'two checkpoints: {args.checkpoint!r} and '
+                         f'--checkpoint {args.checkpoint_flag!r}; give one')
+        args.checkpoint = args.checkpoint_flag
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     cfg = _load_cfg(args.config, args.cfg_options)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    init_launcher(args.launcher, cfg)
+    from mmengine.dist import all_gather_object, get_dist_info
     results = benchmark(cfg, args.checkpoint, args.task, args.dataset_type,
                         args.max_iter, args.num_warmup, args.repeat_num,
                         args.batch_size, args.num_workers, args.device,
                         args.fuse_conv_bn, args.channels_last)
-    for i, res in enumerate(results):
-        print(f'[{args.task}] repeat {i + 1}/{len(results)}: '
-              f'{res["images_per_second"]:.2f} images/s (median of '
-              f'{res["iters"]} iterations, {res["median_time"] * 1e3:.2f} '
-              f'ms each; mean-based {res["images_per_second_mean"]:.2f} '
-              'images/s)')
-    if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(dict(task=args.task, config=args.config,
-                           results=results), f, indent=1)
+    rank, world_size = get_dist_info()
+    per_rank = all_gather_object(results) if world_size > 1 else [results]
+    if rank == 0:
+        _report(args, per_rank)
+    if world_size > 1:
+        import torch.distributed as torch_dist
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
     return results
+
+
+def _report(args, per_rank):
+    """Print each repeat (per rank and their sum with several processes)
+    and write ``--out``."""
+    world_size = len(per_rank)
+    totals = []
+    for i in range(len(per_rank[0])):
+        for rank, results in enumerate(per_rank):
+            res = results[i]
+            who = f' rank {rank}' if world_size > 1 else ''
+            print(f'[{args.task}]{who} repeat {i + 1}/{len(results)}: '
+                  f'{res["images_per_second"]:.2f} images/s (median of '
+                  f'{res["iters"]} iterations, '
+                  f'{res["median_time"] * 1e3:.2f} ms each; mean-based '
+                  f'{res["images_per_second_mean"]:.2f} images/s)')
+        totals.append(sum(r[i]['images_per_second'] for r in per_rank))
+        if world_size > 1:
+            print(f'[{args.task}] repeat {i + 1}: {totals[-1]:.2f} images/s '
+                  f'over {world_size} processes')
+    if args.out:
+        out = dict(task=args.task, config=args.config,
+                   results=per_rank[0])
+        if world_size > 1:
+            out.update(per_rank=per_rank, total_images_per_second=totals)
+        with open(args.out, 'w') as f:
+            json.dump(out, f, indent=1)
 
 
 if __name__ == '__main__':
