@@ -156,6 +156,9 @@ class CocoDataset(BaseDetDataset):
         """``{image id: image entry}``; problems go to ``self.audit``."""
         audit = self.audit
         by_id = {}
+        # Ids of entries refused (non-strict audit only): their annotations
+        # are not orphans.
+        self._refused_img_ids = set()
         for index, img in enumerate(images):
             img_id = img.get('id')
             where = f'{self.ann_file}: image id={img_id!r}'
@@ -183,6 +186,7 @@ class CocoDataset(BaseDetDataset):
                     'each image needs positive "width" and "height" in '
                     'pixels (read them from the image files and add them to '
                     'the json)', **here)
+                self._refused_img_ids.add(img_id)
                 continue
             if isinstance(img_id, bool) or not isinstance(img_id, int):
                 self._non_integer_id(img_id, img, here)
@@ -238,6 +242,8 @@ class CocoDataset(BaseDetDataset):
             if not self._check_annotation(ann, index):
                 continue
             if ann.get('image_id') not in images:
+                if ann.get('image_id') in self._refused_img_ids:
+                    continue  # its image entry was reported already
                 self.audit.skip('orphan', ann_index=index,
                                 ann_id=ann.get('id'),
                                 img_id=ann.get('image_id'))

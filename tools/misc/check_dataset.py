@@ -140,15 +140,18 @@ def check_dataset(dataset_cfg, workers=4):
     dataset.filter_data()
     check = DatasetCheck(dataset, raw)
     check.num_images = len(data_list)
+    category_ids = {c.get('id') for c in raw['categories']} if raw else ()
     for kind, records in audit.records.items():
+        if kind == 'filtered_empty':
+            continue  # reported below as empty or crowd-only images
         for message, where in records:
+            shown = kind
             if kind == 'category' and raw is not None and _category_of(
-                    raw, where) not in {c['id'] for c in raw['categories']}:
-                kind = 'unknown_category'
+                    raw, where) not in category_ids:
+                shown = 'unknown_category'
             elif kind == 'image_id_not_int' and not dataset.test_mode:
-                kind = 'image_id_not_int_train'
-            if kind != 'filtered_empty':  # reported as empty/crowd-only
-                check.add(kind, message, **where)
+                shown = 'image_id_not_int_train'
+            check.add(shown, message, **where)
     _check_images(check, data_list, audit, workers)
     classes = dataset.metainfo['classes']
     for info in data_list:
@@ -193,7 +196,7 @@ def _check_images(check, data_list, audit, workers):
         try:
             shape = loader.transform(results)['img'].shape
         except BrokenImageError as err:
-            return job, 'broken_image', err.reason, None
+            return job, 'broken_image', f'{path}: {err.reason}', None
         except ValueError as err:
             if not hasattr(err, 'decoded'):
                 raise
@@ -264,45 +267,45 @@ def format_report(check, max_examples=5):
 
 
 def write_fixed(check, out):
-    """Write a cleaned copy of the COCO file; returns the summary line."""
+    """Write a cleaned copy of the COCO file; returns what was done, as
+    printable lines."""
     raw = json.loads(json.dumps(check.raw))  # a deep copy
-    done = Counter()
-    drop_images = {}  # index in "images" -> why
+    removed_images, removed_anns, done = Counter(), Counter(), Counter()
+    drop_images = {}  # index in "images" -> kind
     for kind in ('image_without_id', 'image_without_file_name',
                  'duplicate_image_id'):
         for _, where in check.findings.get(kind, []):
-            drop_images[where['image_index']] = KINDS[kind][1]
+            drop_images[where['image_index']] = kind
     first_index = {}
     for index, img in enumerate(raw['images']):
         first_index.setdefault(img.get('id'), index)
     for kind in ('broken_image', 'size_mismatch', 'exif_swapped'):
         for _, where in check.findings.get(kind, []):
-            drop_images[first_index[where['img_id']]] = KINDS[kind][1]
+            drop_images[first_index[where['img_id']]] = kind
     for _, where in check.findings.get('image_size', []):
         size = check.decoded.get(where['img_id'])
         if size is None:
-            drop_images[where['image_index']] = 'no size, file unreadable'
+            drop_images[where['image_index']] = 'image_size'
         else:
             img = raw['images'][where['image_index']]
             img['width'], img['height'] = size
-            done['image sizes read from the files'] += 1
-    done.update(f'images removed ({why})' for why in drop_images.values())
+            done['image sizes read from their files'] += 1
+    removed_images.update(drop_images.values())
     images = [img for i, img in enumerate(raw['images'])
               if i not in drop_images]
     kept_ids = {img['id'] for img in images}
-    drop_anns = set()
+    drop_anns = {}
     for kind in FIX_REMOVES_ANNS:
         for _, where in check.findings.get(kind, []):
-            drop_anns.add(where['ann_index'])
-            done[f'annotations removed ({KINDS[kind][1]})'] += 1
+            drop_anns[where['ann_index']] = kind
     anns = []
     for index, ann in enumerate(raw['annotations']):
         if index in drop_anns:
-            continue
-        if ann.get('image_id') not in kept_ids:
-            done['annotations removed with their image'] += 1
-            continue
-        anns.append(ann)
+            removed_anns[drop_anns[index]] += 1
+        elif ann.get('image_id') not in kept_ids:
+            removed_anns['of removed images'] += 1
+        else:
+            anns.append(ann)
     _renumber(images, anns, done)
     sizes = {img['id']: (img['width'], img['height']) for img in images}
     for ann in anns:
@@ -313,9 +316,23 @@ def write_fixed(check, out):
         os.makedirs(osp.dirname(out), exist_ok=True)
     with open(out, 'w') as f:
         json.dump(raw, f)
-    changes = '; '.join(f'{n} {what}' for what, n in done.items())
-    return (f'--fix: wrote {out} ({len(images)} images, {len(anns)} '
-            f'annotations): {changes or "nothing to change"}')
+
+    def listed(counts):
+        return ', '.join(f'{n} {what}' for what, n in counts.items())
+
+    lines = [f'--fix: wrote {out} ({len(images)} images, {len(anns)} '
+             'annotations)']
+    if removed_images:
+        lines.append(f'  removed {sum(removed_images.values())} images: '
+                     f'{listed(removed_images)}')
+    if removed_anns:
+        lines.append(f'  removed {sum(removed_anns.values())} annotations: '
+                     f'{listed(removed_anns)}')
+    if done:
+        lines.append(f'  corrected: {listed(done)}')
+    if len(lines) == 1:
+        lines.append('  nothing to change')
+    return '\n'.join(lines)
 
 
 def _renumber(images, anns, done):
