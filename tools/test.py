@@ -105,7 +105,7 @@ def main(argv=None):
     if args.report is not None:
         from detkit.engine.hooks import ReportHook
         runner.register_hook(ReportHook(out=args.report))
-    with ending_process_group():  # see detkit.engine.dist
+    with ending_process_group(runner):  # see detkit.engine.dist
         return runner.test()
 
 

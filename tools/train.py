@@ -58,7 +58,7 @@ def main(argv=None):
         runner.register_hook(ReportHook(out=args.report))
     # Every rank waits for the others before the process group ends (see
     # detkit.engine.dist.ending_process_group).
-    with ending_process_group():
+    with ending_process_group(runner):
         runner.train()
 
 

@@ -12,11 +12,14 @@ file names; and a write never leaves a truncated file under the final name.
   model and report missing, unexpected and shape-mismatched keys by name.
 """
 import collections
+import contextlib
+import errno
 import logging
 import os
 import os.path as osp
 import pickle
 import re
+import shutil
 import uuid
 import warnings
 
@@ -56,13 +59,16 @@ def load_checkpoint_file(path, map_location='cpu'):
             'as load_from, --resume, the CHECKPOINT argument or an '
             'init_cfg checkpoint.')
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with _naming_corrupt_file(path):
+            return torch.load(path, map_location=map_location,
+                              weights_only=True)
     except pickle.UnpicklingError:
         pass  # holds non-plain objects: fall through to the restricted load
     module = RestrictedPickleModule()
-    checkpoint = torch.load(
-        path, map_location=map_location, weights_only=False,
-        pickle_module=module)
+    with _naming_corrupt_file(path, pickle.UnpicklingError):
+        checkpoint = torch.load(
+            path, map_location=map_location, weights_only=False,
+            pickle_module=module)
     if module.neutralised:
         weights = neutralised_weights(checkpoint)
         effect = ('Weights and plain metadata are unaffected.' if not weights
@@ -78,6 +84,86 @@ def load_checkpoint_file(path, map_location='cpu'):
             NeutralisedObjectsWarning,
             stacklevel=2)
     return checkpoint
+
+
+class CheckpointCorruptError(RuntimeError):
+    """A checkpoint file is truncated or otherwise unreadable."""
+
+
+class DiskFullError(OSError):
+    """A write ran out of space (errno ENOSPC or EDQUOT); the message names
+    the file and the free space."""
+
+
+# What torch.load raises on a truncated or damaged file: an empty file
+# (EOFError), a zip without its central directory (PytorchStreamReader), a
+# legacy file cut short ("unexpected EOF"), a record beyond the end of the
+# file (EINVAL).
+_CORRUPT_MESSAGES = ('PytorchStreamReader', 'unexpected EOF', 'corrupt',
+                     'truncated')
+
+
+@contextlib.contextmanager
+def _naming_corrupt_file(path, *more_types):
+    """Turn torch's errors for a damaged file into one that names it."""
+    try:
+        yield
+    except (RuntimeError, EOFError, OSError, *more_types) as err:
+        text = str(err)
+        damaged = (isinstance(err, (EOFError, *more_types))
+                   or getattr(err, 'errno', None) == errno.EINVAL
+                   or any(word in text for word in _CORRUPT_MESSAGES))
+        if not damaged:
+            raise
+        # torch's first sentence ("... failed finding central directory")
+        said = text.strip().split('\n')[0].split('. ')[0]
+        said = f'{type(err).__name__}: {said}' if said else \
+            type(err).__name__
+        raise CheckpointCorruptError(
+            f'{path} is truncated or corrupt ({os.stat(path).st_size} bytes'
+            f'; torch says {said}): a write that did not finish, or an '
+            'incomplete copy or download. '
+            f'{_other_checkpoints_hint(path)}') from None
+
+
+def _other_checkpoints_hint(path):
+    directory = osp.dirname(osp.abspath(path))
+    try:
+        others = [osp.join(directory, name) for name in os.listdir(directory)
+                  if name.endswith('.pth') and name != osp.basename(path)]
+    except OSError:
+        others = []
+    others.sort(key=lambda p: os.stat(p).st_mtime, reverse=True)
+    if not others:
+        return 'Copy or download it again.'
+    return ('Use the previous checkpoint (newest first: '
+            f'{", ".join(others[:3])}), or copy or download this one again.')
+
+
+def _raise_if_disk_full(err, path):
+    """Re-raise ``err`` as one :class:`DiskFullError` line when it, or an
+    error it was chained from (torch's writer wraps the OSError in a
+    RuntimeError), is "No space left on device" / "Disk quota exceeded"."""
+    seen = err
+    while seen is not None:
+        if getattr(seen, 'errno', None) in (errno.ENOSPC, errno.EDQUOT) or \
+                'No space left on device' in str(seen):
+            break
+        seen = seen.__cause__ or seen.__context__
+    else:
+        return
+    directory = osp.dirname(path)
+    try:
+        free = f'{shutil.disk_usage(directory).free / 2**20:.1f} MiB free'
+    except OSError:
+        free = 'free space unknown'
+    raise DiskFullError(
+        errno.ENOSPC,
+        f'No space left on device while writing {path} ({free} on that '
+        'file system). Nothing was replaced: the previous checkpoint and '
+        'last_checkpoint are as they were. Free some space (fewer kept '
+        'checkpoints: default_hooks.checkpoint.max_keep_ckpts) or use '
+        'another --work-dir, then continue with --resume.') from None
 
 
 def atomic_write(path, write):
@@ -103,9 +189,10 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if osp.exists(tmp):
             os.remove(tmp)
+        _raise_if_disk_full(err, path)
         raise
     try:  # make the rename itself durable; not possible on every OS
         dir_fd = os.open(directory, os.O_RDONLY)
@@ -117,6 +204,46 @@ def atomic_write(path, write):
         pass
     finally:
         os.close(dir_fd)
+
+
+# What atomic_write names its temporary files: .<name>.<8 hex digits>.tmp
+_TEMPORARY = re.compile(r'^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$')
+
+
+def remove_stale_temporaries(directory, logger=None):
+    """Delete the temporary files that writes by :func:`atomic_write` in
+    ``directory`` left behind (a process killed mid-write), saying so in
+    one line. Call it only while no other process writes there (a
+    training holding the work_dir's lock).
+
+    Returns:
+        list[str]: the removed paths.
+    """
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    removed, described = [], []
+    for name in names:
+        match = _TEMPORARY.match(name)
+        path = osp.join(directory, name)
+        if match is None or not osp.isfile(path):
+            continue
+        size = os.stat(path).st_size
+        try:
+            os.remove(path)
+        except OSError:
+            continue
+        removed.append(path)
+        described.append(f'{name} ({size} bytes, an unfinished write of '
+                         f'{match.group("name")})')
+    if removed:
+        print_log(
+            f'Removed {len(removed)} temporary file(s) in {directory} left '
+            f'by an interrupted checkpoint write: {"; ".join(described)}.',
+            logger=logger or 'current',
+            level=logging.WARNING)
+    return removed
 
 
 def save_checkpoint_file(checkpoint, path):

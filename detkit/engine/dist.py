@@ -13,8 +13,30 @@ On both paths the default wrapper is :class:`DetDistributedDataParallel`:
 mmengine's wrapper logs the losses of rank 0 alone and bypasses the
 detector's non-finite-loss guard; detkit's averages the logged values over
 the ranks and applies the guard on every rank alike.
+
+:func:`ending_process_group` ends the tools' runs. Without it, a rank whose
+last collective had just returned went straight into interpreter shutdown
+while one of gloo's worker threads was still releasing that collective's
+work: releasing a tensor that Python has seen takes the GIL, a thread that
+asks for the GIL during finalisation is ended with ``pthread_exit``, and
+unwinding through gloo's ``noexcept`` work loop aborts the process
+(``terminate called without an active exception``, SIGABRT, seen in a
+core dump in ``ProcessGroupGloo::runLoop`` -> ``~AsyncAllgatherWork`` ->
+``take_gil`` -> ``pthread_exit``). torchrun then killed the other ranks,
+rank 0 perhaps while it wrote its last checkpoint. So, in this order:
+
+1. a barrier keeps every rank until all have finished (rank 0's last
+   checkpoint included);
+2. the runner's DDP wrapper is dropped: it holds the process group, and
+   while anything does, ``destroy_process_group`` leaves gloo's threads
+   running (a barrier alone still failed 1 run in 30);
+3. ``destroy_process_group`` then frees the group, which joins gloo's
+   threads with the GIL released: whatever they still had to release is
+   released while the interpreter is whole.
 """
+import contextlib
 import datetime
+import gc
 import logging
 import os
 import subprocess
@@ -25,7 +47,8 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.logging import print_log
 from mmengine.model import (MMDistributedDataParallel,
-                            convert_sync_batchnorm, revert_sync_batchnorm)
+                            convert_sync_batchnorm, is_model_wrapper,
+                            revert_sync_batchnorm)
 from mmengine.model.utils import detect_anomalous_params
 
 from detkit.registry import MODEL_WRAPPERS
@@ -80,6 +103,39 @@ def init_gloo_dist(launcher, timeout=None, port=None, **kwargs):
         rank=int(os.environ['RANK']),
         world_size=int(os.environ['WORLD_SIZE']),
         **init_kwargs)
+
+
+def shutdown_process_group(runner=None):
+    """Steps 1-3 of the module docstring: barrier, drop ``runner``'s model
+    wrapper (``runner.model`` becomes the bare model), destroy the default
+    process group. Nothing without a process group."""
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    torch_dist.barrier()
+    if runner is not None and is_model_wrapper(getattr(runner, 'model',
+                                                       None)):
+        runner.model = runner.model.module
+    gc.collect()  # DDP's autograd hooks make reference cycles
+    torch_dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def ending_process_group(runner):
+    """Run the body (``runner.train()`` or ``runner.test()``), then
+    :func:`shutdown_process_group`.
+
+    Skipped when the body raised, unless the exception has ``all_ranks =
+    True`` (every rank raises it at the same point, as
+    :class:`~detkit.engine.interrupts.TrainingInterrupted`): a rank that
+    crashed alone must not wait in a barrier for ranks that never come.
+    """
+    try:
+        yield
+    except BaseException as err:
+        if getattr(err, 'all_ranks', False):
+            shutdown_process_group(runner)
+        raise
+    shutdown_process_group(runner)
 
 
 def _torchrun_env_from_slurm(port):

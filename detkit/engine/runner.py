@@ -19,29 +19,61 @@ What changes against ``mmengine.runner.Runner`` (everything else, including
 - Distributed runs use :class:`~.dist.DetDistributedDataParallel` unless
   the config names a ``model_wrapper_cfg``.
 - The training data of each epoch is drawn with seeds derived from
-  ``(seed, epoch, rank, position)`` (see :mod:`.seeded_data`), so that a
-  run resumed after a crash repeats the uninterrupted run exactly.
+  ``(seed, epoch, rank, position)`` (see :mod:`.seeded_data`), and the
+  training loops (:mod:`.loops`) resume inside an epoch and owe no
+  validation, so that a run resumed after a crash repeats the
+  uninterrupted run exactly. Unknown ``train_cfg`` keys are refused with
+  the closest names.
+- :meth:`train` takes the work_dir's lock (:mod:`.work_dir_lock`; rank 0),
+  removes temporary files an interrupted checkpoint write left, and turns
+  Ctrl-C / SIGTERM into a checkpoint and a non-zero exit
+  (:mod:`.interrupts`).
+- ``resume`` says what it does: no checkpoint found (training starts from
+  scratch), a checkpoint written after the one ``last_checkpoint`` names
+  (the run died before updating it), a weights-only file (use
+  ``load_from``).
 """
+import difflib
+import inspect
+import os
+import os.path as osp
+import re
 import time
 
 import mmengine
 from mmengine.device import get_device
-from mmengine.dist import is_distributed, master_only
+from mmengine.dist import (broadcast_object_list, get_world_size,
+                           is_distributed, is_main_process, master_only)
 from mmengine.fileio import LocalBackend, get_file_backend, join_path
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
-from mmengine.runner import BaseLoop, Runner
+from mmengine.runner import (BaseLoop, EpochBasedTrainLoop,
+                             IterBasedTrainLoop, Runner)
 from mmengine.runner.checkpoint import (_load_checkpoint, save_checkpoint,
                                         weights_to_cpu)
 from mmengine.utils import apply_to, get_git_hash
 
 from detkit.registry import RUNNERS
-from .checkpoint import load_model_weights, save_checkpoint_file
+from .checkpoint import (load_model_weights, remove_stale_temporaries,
+                         save_checkpoint_file)
 from .dist import (default_wrapper_cfg, init_gloo_dist, scoped_wrapper_cfg,
                    use_gloo, wrap_ddp_without_device_ids)
+from .interrupts import InterruptCheckpointHook
+from .loops import DetEpochBasedTrainLoop, DetIterBasedTrainLoop
 from .message_hub_state import message_hub_from_plain, message_hub_to_plain
 from .plain_data import to_plain
 from .seeded_data import follow_resumed_seed, seed_train_dataloader_cfg
+from .work_dir_lock import WorkDirLock, WorkDirLockedError
+
+# mmengine's loops, by name and class, and detkit's exact-resume versions.
+_LOOP_REPLACEMENTS = {
+    'EpochBasedTrainLoop': DetEpochBasedTrainLoop,
+    EpochBasedTrainLoop: DetEpochBasedTrainLoop,
+    'IterBasedTrainLoop': DetIterBasedTrainLoop,
+    IterBasedTrainLoop: DetIterBasedTrainLoop,
+}
+# Names CheckpointHook and the interrupt hook give checkpoints by default.
+_CHECKPOINT_NAME = re.compile(r'^(epoch|iter|interrupted_iter)_\d+\.pth$')
 
 
 def _to_cpu(data):
@@ -87,15 +119,132 @@ class DetRunner(Runner):
         as the uninterrupted one."""
         self._train_dataloader = seed_train_dataloader_cfg(
             self._train_dataloader)
+        if isinstance(loop, dict):
+            loop = _resumable_loop_cfg(loop)
         return super().build_train_loop(loop)
+
+    def train(self):
+        """mmengine's, inside the work_dir's lock, with stale temporary
+        checkpoint files removed and Ctrl-C / SIGTERM handled (see the
+        module docstring)."""
+        lock = self._lock_work_dir()
+        try:
+            if is_main_process():
+                remove_stale_temporaries(self.work_dir, self.logger)
+            if not any(isinstance(hook, InterruptCheckpointHook)
+                       for hook in self._hooks):
+                self.register_hook(InterruptCheckpointHook())
+            return super().train()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _lock_work_dir(self):
+        """Rank 0 takes the lock; every rank raises if it could not (the
+        others would otherwise wait for rank 0 in the first collective)."""
+        lock, refusal = None, None
+        if is_main_process():
+            lock = WorkDirLock(self.work_dir, log=self.logger.warning)
+            try:
+                lock.acquire()
+            except WorkDirLockedError as err:
+                lock, refusal = None, str(err)
+        if get_world_size() > 1:
+            shared = [refusal]
+            broadcast_object_list(shared)
+            refusal = shared[0]
+        if refusal is not None:
+            self.logger.error(refusal)
+            raise WorkDirLockedError(refusal)
+        return lock
+
+    def load_or_resume(self):
+        """mmengine's, saying what ``resume`` found (see
+        :meth:`_find_resume_checkpoint`)."""
+        if self._has_loaded:
+            return None
+        if self._resume and self._load_from is None:
+            resume_from = self._find_resume_checkpoint()
+            if resume_from is None:
+                if self._load_from is not None:
+                    self.load_checkpoint(self._load_from)
+                    self._has_loaded = True
+                return None
+            self.logger.info(f'Resuming from {resume_from}.')
+            self.resume(resume_from)
+            self._has_loaded = True
+            return None
+        return super().load_or_resume()
+
+    def _find_resume_checkpoint(self):
+        """The checkpoint ``--resume`` without a path continues from:
+        the one ``<work_dir>/last_checkpoint`` names, unless a checkpoint
+        of the usual names (``epoch_N.pth``, ``iter_N.pth``,
+        ``interrupted_iter_N.pth``) was written after the pointer (a run
+        killed between writing a checkpoint and updating the pointer), or
+        the named file was moved with the work_dir. None: start from
+        scratch (logged)."""
+        pointer = osp.join(self.work_dir, 'last_checkpoint')
+        named = None
+        if osp.isfile(pointer):
+            with open(pointer) as f:
+                named = f.read().strip() or None
+        if named is not None and not osp.isfile(named):
+            moved = osp.join(self.work_dir, osp.basename(named))
+            if not osp.isfile(moved):
+                raise FileNotFoundError(
+                    f'{pointer} names {named}, which does not exist (nor '
+                    f'does {moved}). Pass the checkpoint to continue from '
+                    'with --resume PATH, or delete last_checkpoint to start '
+                    'from scratch.')
+            self.logger.warning(f'{pointer} names {named}, which does not '
+                                f'exist; using {moved} (the work_dir was '
+                                'moved?).')
+            named = moved
+        newer = self._checkpoints_newer_than(pointer if named else None)
+        if newer:
+            if named:
+                self.logger.warning(
+                    f'{newer} was written after {named}, the checkpoint '
+                    f'{pointer} names (the run stopped before updating it): '
+                    f'resuming from {newer}.')
+            else:
+                self.logger.warning(
+                    f'No last_checkpoint in {self.work_dir}, but {newer} is '
+                    'there: resuming from it.')
+            return newer
+        if named is None:
+            self.logger.warning(
+                f'--resume: no checkpoint to resume from in {self.work_dir} '
+                '(no last_checkpoint file and no epoch_N.pth / iter_N.pth): '
+                'training starts from scratch.')
+        return named
+
+    def _checkpoints_newer_than(self, pointer):
+        """The newest checkpoint of the usual names in work_dir written
+        after ``pointer`` (any such checkpoint when ``pointer`` is None)."""
+        after = os.stat(pointer).st_mtime_ns if pointer else -1
+        newest, newest_time = None, after
+        for name in os.listdir(self.work_dir):
+            if not _CHECKPOINT_NAME.match(name):
+                continue
+            path = osp.join(self.work_dir, name)
+            mtime = os.stat(path).st_mtime_ns
+            if mtime > newest_time:
+                newest, newest_time = path, mtime
+        return newest
 
     def resume(self, filename, resume_optimizer=True,
                resume_param_scheduler=True, map_location='default'):
         """mmengine's; the training data then follows the seed restored
         from the checkpoint (see :func:`.seeded_data.follow_resumed_seed`).
         """
-        super().resume(filename, resume_optimizer, resume_param_scheduler,
-                       map_location)
+        self._resuming = filename
+        try:
+            super().resume(filename, resume_optimizer,
+                           resume_param_scheduler, map_location)
+        finally:
+            self._resuming = None
         if isinstance(self._train_loop, BaseLoop) and not \
                 self._randomness_cfg.get('diff_rank_seed', False):
             follow_resumed_seed(self._train_loop.dataloader, self.seed)
@@ -228,6 +377,8 @@ class DetRunner(Runner):
                                 'resumed.')
             checkpoint['message_hub'] = message_hub_from_plain({})
 
+        if getattr(self, '_resuming', None) is not None:
+            _check_resumable(checkpoint, filename)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         load_model_weights(
             self.model,
@@ -239,3 +390,62 @@ class DetRunner(Runner):
         self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint
+
+
+def _check_resumable(checkpoint, filename):
+    """A file to resume from must be a training checkpoint: weights plus
+    ``meta`` with ``epoch`` and ``iter`` (what mmengine's resume reads)."""
+    meta = checkpoint.get('meta')
+    missing = [key for key in ('epoch', 'iter')
+               if not isinstance(meta, dict) or key not in meta]
+    if missing:
+        what = ('has no meta' if not isinstance(meta, dict) else
+                f'has no {" or ".join(repr(k) for k in missing)} in its meta')
+        raise RuntimeError(
+            f'Cannot resume from {filename}: it {what}, so it is a '
+            'weights-only file (a published or converted model), not a '
+            'training checkpoint. To start a new training from its weights, '
+            f"use load_from (--cfg-options load_from={filename}) without "
+            '--resume; to continue a training, resume from one of its '
+            'epoch_N.pth / iter_N.pth checkpoints.')
+
+
+def _resumable_loop_cfg(loop_cfg):
+    """``train_cfg`` with mmengine's epoch/iteration loops replaced by
+    detkit's exact-resume ones, and its keys checked against the loop's
+    arguments (``max_epoch`` -> "did you mean 'max_epochs'?")."""
+    cfg = dict(loop_cfg)
+    if 'type' not in cfg:
+        if 'by_epoch' not in cfg:
+            raise KeyError(
+                f'train_cfg {cfg} needs by_epoch=True (epochs), '
+                "by_epoch=False (iterations) or a loop type, e.g. "
+                "dict(type='EpochBasedTrainLoop', max_epochs=12).")
+        cfg['type'] = (DetEpochBasedTrainLoop
+                       if cfg.pop('by_epoch') else DetIterBasedTrainLoop)
+    elif 'by_epoch' in cfg:
+        raise KeyError('train_cfg has both type and by_epoch: keep one '
+                       '(by_epoch=True means EpochBasedTrainLoop).')
+    loop_type = cfg['type']
+    if isinstance(loop_type, str) or inspect.isclass(loop_type):
+        cfg['type'] = _LOOP_REPLACEMENTS.get(loop_type, loop_type)
+    if inspect.isclass(cfg['type']):
+        _check_loop_keys(cfg)
+    return cfg
+
+
+def _check_loop_keys(cfg):
+    params = inspect.signature(cfg['type'].__init__).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [name for name in params
+                if name not in ('self', 'runner', 'dataloader')]
+    for key in cfg:
+        if key == 'type' or key in accepted:
+            continue
+        close = difflib.get_close_matches(key, accepted, n=3, cutoff=0.6)
+        hint = (f'Did you mean {", ".join(repr(c) for c in close)}?'
+                if close else f'It takes: {", ".join(accepted)}.')
+        name = cfg['type'].__name__.replace('Det', '', 1)
+        raise TypeError(f'train_cfg has an unknown key {key!r} for '
+                        f'{name}. {hint}')

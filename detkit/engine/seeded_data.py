@@ -27,13 +27,19 @@ dataloader's config (see :func:`seed_train_dataloader_cfg`):
   (main or worker, persistent or not) the fetch runs. Every other attribute
   is the wrapped dataset's.
 
+- :class:`ResumableBatchSampler` wraps the batch sampler (the configured
+  one, or the ``BatchSampler`` torch would make from ``batch_size`` and
+  ``drop_last``) so that a run resumed inside an epoch can skip the
+  epoch's first batches without loading them (see :mod:`.loops`).
+- :func:`iteration_seed` gives the seed the training loops reseed the main
+  process with before every iteration, so randomness in the model does
+  not depend on where a run was resumed.
+
 When a resume switches the run to the checkpoint's seed (a config without
 a seed), :func:`follow_resumed_seed` hands it to the sampler, built before.
 
 Iteration-based training (``InfiniteSampler``) gets per-sample seeds from
-the position in the infinite stream, which mmengine replays on resume; the
-main process is reseeded only when the stream starts, so randomness in the
-model (not in the data) may differ after a mid-stream resume.
+the position in the infinite stream, which mmengine replays on resume.
 """
 import random
 
@@ -41,7 +47,7 @@ import numpy as np
 import torch
 from mmengine.dist import get_rank
 from mmengine.registry import DATA_SAMPLERS, DATASETS
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, Sampler
 
 
 def seed_of(*words) -> int:
@@ -166,9 +172,75 @@ class SeededDataset:
         return f'SeededDataset({self.dataset!r})'
 
 
+class ResumableBatchSampler:
+    """A batch sampler whose next pass can start after its first batches.
+
+    Args:
+        sampler: the index sampler (mmengine passes it).
+        batch_size (int): mmengine passes the dataloader's.
+        batch_sampler (dict, optional): the configured batch sampler (built
+            with ``sampler`` and ``batch_size``); None: torch's
+            ``BatchSampler(sampler, batch_size, drop_last)``, what the
+            DataLoader would have made.
+        drop_last (bool): the dataloader's ``drop_last``.
+    """
+
+    def __init__(self, sampler, batch_size, batch_sampler=None,
+                 drop_last=False):
+        if batch_sampler is None:
+            batch_sampler = BatchSampler(sampler, batch_size, drop_last)
+        elif isinstance(batch_sampler, dict):
+            batch_sampler = DATA_SAMPLERS.build(
+                batch_sampler,
+                default_args=dict(sampler=sampler, batch_size=batch_size))
+        self.batch_sampler = batch_sampler
+        self.sampler = sampler  # where mmengine looks for set_epoch
+        self._skip = 0
+
+    def skip_next_epoch(self, num_batches: int) -> None:
+        """Leave out the first ``num_batches`` of the next pass only."""
+        self._skip = int(num_batches)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        # Drawing the skipped batches' indices (not their data) keeps the
+        # sampler's order, its epoch-start reseed and any grouping of the
+        # batch sampler exactly as in the uninterrupted pass.
+        batches = iter(self.batch_sampler)
+        for k in range(skip):
+            if next(batches, None) is None:
+                raise RuntimeError(
+                    f'Cannot skip {skip} batches to resume inside the '
+                    f'epoch: the epoch has only {k}.')
+        yield from batches
+
+
+def _seeded_sampler(dataloader):
+    batch_sampler = getattr(dataloader, 'batch_sampler', None)
+    for sampler in (getattr(dataloader, 'sampler', None),
+                    getattr(batch_sampler, 'sampler', None)):
+        if isinstance(sampler, SeededSampler):
+            return sampler
+    return None
+
+
+def iteration_seed(dataloader, iteration):
+    """The seed of training iteration ``iteration`` (counted over the run)
+    for the main process, from the seed and rank of ``dataloader``'s
+    :class:`SeededSampler`; None when its data is not seeded."""
+    sampler = _seeded_sampler(dataloader)
+    if sampler is None or sampler.seed is None:
+        return None
+    return seed_of(sampler.seed, sampler.rank, iteration, 2)
+
+
 def seed_train_dataloader_cfg(dataloader_cfg):
     """The training dataloader config with its dataset wrapped in
-    :class:`SeededDataset` and its sampler in :class:`SeededSampler`.
+    :class:`SeededDataset`, its sampler in :class:`SeededSampler` and its
+    batch sampler in :class:`ResumableBatchSampler`.
 
     A built DataLoader, or a config already wrapped, is returned as is.
     """
@@ -183,6 +255,10 @@ def seed_train_dataloader_cfg(dataloader_cfg):
     cfg = dict(dataloader_cfg)
     cfg['dataset'] = dict(type=SeededDataset, dataset=cfg['dataset'])
     cfg['sampler'] = dict(type=SeededSampler, sampler=sampler)
+    cfg['batch_sampler'] = dict(
+        type=ResumableBatchSampler,
+        batch_sampler=cfg.get('batch_sampler'),
+        drop_last=cfg.pop('drop_last', False))
     return cfg
 
 
@@ -194,12 +270,9 @@ def follow_resumed_seed(dataloader, seed) -> None:
     switches the run to the checkpoint's seed, and the data must follow
     or the resumed epochs see another order and other augmentations.
     """
-    samplers = [getattr(dataloader, 'sampler', None),
-                getattr(getattr(dataloader, 'batch_sampler', None),
-                        'sampler', None)]
-    for sampler in samplers:
-        if isinstance(sampler, SeededSampler) and sampler.seed != seed:
-            sampler.seed = seed
-            if getattr(sampler.sampler, 'seed', None) is not None:
-                sampler.sampler.seed = seed
+    sampler = _seeded_sampler(dataloader)
+    if sampler is not None and sampler.seed != seed:
+        sampler.seed = seed
+        if getattr(sampler.sampler, 'seed', None) is not None:
+            sampler.sampler.seed = seed
 

@@ -172,3 +172,209 @@ def toy_test_parts():
             collate_fn=dict(type='default_collate')),
         test_cfg=dict(type='TestLoop'),
         test_evaluator=dict(type='_ToyMeanMetric'))
+
+
+def toy_val_parts():
+    """Config keys that give the toy runner a validation after every
+    epoch (two batches of 4)."""
+    parts = toy_test_parts()
+    return dict(val_dataloader=parts['test_dataloader'],
+                val_cfg=dict(type='ValLoop'),
+                val_evaluator=parts['test_evaluator'])
+
+
+def _die():
+    """SIGKILL this process: a crash with no clean-up at all."""
+    import signal
+    import sys
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@HOOKS.register_module(name='_KillAtHook', force=True)
+class KillAtHook(Hook):
+    """SIGKILL this process (on ``rank``) at a named point of the run:
+
+    - ``'train_iter'``: after training iteration ``at`` (1-based, counted
+      over the run) and the hooks of that iteration;
+    - ``'pointer'``: after the ``at``-th checkpoint file is complete, just
+      before ``last_checkpoint`` is updated to name it;
+    - ``'write'``: in the middle of the ``at``-th checkpoint write (half
+      of its bytes are in the temporary file);
+    - ``'val_iter'``: after batch 1 of the ``at``-th validation.
+    """
+
+    priority = 'HIGHEST'
+
+    def __init__(self, point, at, rank=0):
+        assert point in ('train_iter', 'pointer', 'write', 'val_iter')
+        self.point, self.at, self.rank = point, at, rank
+        self.count = 0
+
+    def before_run(self, runner):
+        if runner.rank != self.rank:
+            self.point = None
+        elif self.point == 'pointer':
+            from detkit.engine.hooks import checkpoint_hook
+            real = checkpoint_hook.atomic_write
+
+            def atomic_write(path, write):
+                if os.path.basename(str(path)) == 'last_checkpoint':
+                    self.count += 1
+                    if self.count == self.at:
+                        _die()
+                return real(path, write)
+
+            checkpoint_hook.atomic_write = atomic_write
+        elif self.point == 'write':
+            real_save = torch.save
+
+            def save(obj, f, *args, **kwargs):
+                self.count += 1
+                if self.count == self.at:
+                    import io
+                    buffer = io.BytesIO()
+                    real_save(obj, buffer, *args, **kwargs)
+                    data = buffer.getvalue()
+                    f.write(data[:len(data) // 2])
+                    f.flush()
+                    _die()
+                return real_save(obj, f, *args, **kwargs)
+
+            torch.save = save
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if self.point == 'train_iter' and runner.iter + 1 == self.at:
+            _die()
+
+    def before_val_epoch(self, runner):
+        self.count += self.point == 'val_iter'
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None,
+                       outputs=None):
+        if (self.point == 'val_iter' and self.count == self.at
+                and batch_idx == 0):
+            _die()
+
+
+@HOOKS.register_module(name='_SignalAtHook', force=True)
+class SignalAtHook(Hook):
+    """Send ``signal`` (a name, e.g. ``'SIGTERM'``) to this process after
+    training iteration ``at`` (1-based) on ``rank``, as a user's Ctrl-C or
+    Slurm would; ``sleep`` seconds after every iteration from then on
+    (time for a signal sent from outside to arrive). ``ready_file``: the
+    first process to pass iteration ``at`` creates it (so a test knows
+    training runs)."""
+
+    priority = 'NORMAL'
+
+    def __init__(self, signal=None, at=1, rank=0, sleep=0.0,
+                 ready_file=None):
+        self.signal, self.at, self.rank = signal, at, rank
+        self.sleep, self.ready_file = sleep, ready_file
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        import signal
+        import time
+        if runner.iter + 1 < self.at:
+            return
+        if runner.iter + 1 == self.at:
+            if self.ready_file and runner.rank == 0:
+                open(self.ready_file, 'w').close()
+            if self.signal and runner.rank == self.rank:
+                os.kill(os.getpid(), getattr(signal, self.signal))
+        time.sleep(self.sleep)
+
+
+# ------------------------------------------- tools/train.py in subprocesses
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(TESTS_DIR))
+# Log keys that measure time, not training.
+TIMING_KEYS = ('time', 'data_time', 'eta', 'memory')
+
+
+def write_toy_config(path, max_epochs=3, **overrides):
+    """A config file of :func:`toy_cfg` with a validation every epoch, for
+    tools/train.py in a subprocess (which imports this module through
+    ``custom_imports``); ``overrides`` replace top-level keys."""
+    from mmengine.config import Config
+    cfg = dict(toy_cfg('unused', max_epochs=max_epochs), **toy_val_parts())
+    for key in ('work_dir', 'experiment_name'):
+        cfg.pop(key)
+    cfg['custom_imports'] = dict(imports=['engine_toys'],
+                                 allow_failed_imports=False)
+    cfg.update(overrides)
+    Config(cfg).dump(str(path))
+    return str(path)
+
+
+def tool_env():
+    """One thread per process, this folder importable."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    env['PYTHONPATH'] = os.pathsep.join(
+        [TESTS_DIR, REPO] + [p for p in [env.get('PYTHONPATH')] if p])
+    return env
+
+
+def start_train(cfg_file, work_dir, *args):
+    """``python tools/train.py CFG --work-dir DIR ARGS`` in a subprocess;
+    stdout and stderr merged."""
+    import subprocess
+    import sys
+    return subprocess.Popen(
+        [sys.executable, os.path.join(REPO, 'tools', 'train.py'),
+         str(cfg_file), '--work-dir', str(work_dir), *map(str, args)],
+        env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+
+
+def wait_all(procs, timeout=300):
+    """Outputs of ``procs`` once all ended; kills them on a timeout."""
+    import subprocess
+    outs = []
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            out += '\n[killed: timeout]'
+        outs.append(out)
+    return outs
+
+
+def logged_scalars(work_dir):
+    """Every line of the ``scalars.json`` files of ``work_dir``'s runs, in
+    run order, without the timing keys: ``[[line, ...], ...]``, one list
+    per run."""
+    import glob
+    import json
+    runs = []
+    for path in sorted(glob.glob(os.path.join(
+            str(work_dir), '*', 'vis_data', 'scalars.json'))):
+        with open(path) as f:
+            runs.append([{k: v for k, v in json.loads(line).items()
+                          if k not in TIMING_KEYS} for line in f])
+    return runs
+
+
+def final_state(path):
+    """``(state_dict, optimizer state)`` of a checkpoint file."""
+    ckpt = torch.load(path, weights_only=True)
+    return ckpt['state_dict'], ckpt['optimizer']['state']
+
+
+def assert_same_state(path_a, path_b):
+    """Bitwise equal weights and optimizer state (momentum buffers)."""
+    (weights_a, optim_a), (weights_b, optim_b) = (final_state(path_a),
+                                                  final_state(path_b))
+    assert weights_a.keys() == weights_b.keys()
+    for key in weights_a:
+        assert torch.equal(weights_a[key], weights_b[key]), key
+    assert optim_a.keys() == optim_b.keys()
+    for key in optim_a:
+        for name, value in optim_a[key].items():
+            assert torch.equal(value, optim_b[key][name]), (key, name)

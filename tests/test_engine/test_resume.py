@@ -1,10 +1,14 @@
-"""DetRunner checkpoints: plain data (weights_only), exact resume."""
+"""DetRunner checkpoints: plain data (weights_only), exact resume, also
+of runs killed at every boundary."""
+import os
 import os.path as osp
+import signal
 
 import numpy as np
 import pytest
 import torch
-from engine_toys import toy_cfg
+from engine_toys import (assert_same_state, logged_scalars, start_train,
+                         toy_cfg, wait_all, write_toy_config)
 from mmengine.config import Config
 
 from detkit.engine import DetRunner
@@ -98,3 +102,103 @@ def test_scheduler_bound_method_is_dropped_and_resume_still_exact(tmp_path):
     for p, q in zip(resumed.model.parameters(), straight.model.parameters()):
         assert torch.equal(p, q)
     assert resumed.optim_wrapper.get_lr() == straight.optim_wrapper.get_lr()
+
+
+# ------------------------------------------------ killed at every boundary
+# tools/train.py in subprocesses on the toy config (3 epochs of 4
+# iterations, validation after each): an uninterrupted run, and runs
+# SIGKILLed at four points (engine_toys.KillAtHook) then resumed with
+# --resume. Each resumed run must end bitwise equal to the uninterrupted
+# one, and its log (scalars.json: loss, lr, validation metrics) must be the
+# uninterrupted log from the checkpoint on.
+ITER_CHECKPOINTS = dict(default_hooks=dict(
+    checkpoint=dict(type='CheckpointHook', interval=3, by_epoch=False),
+    logger=dict(type='LoggerHook', interval=1)))
+KILL_CASES = {
+    # case: (kill point, count, config overrides)
+    'mid_epoch': ('train_iter', 8, ITER_CHECKPOINTS),
+    'before_pointer': ('pointer', 2, {}),
+    'during_write': ('write', 2, {}),
+    'during_validation': ('val_iter', 2, {}),
+}
+
+
+@pytest.fixture(scope='module')
+def killed_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp('killed')
+    plain = write_toy_config(root / 'toy.py')
+    iter_ckpt = write_toy_config(root / 'toy_iter.py', **ITER_CHECKPOINTS)
+    procs, cases = [start_train(plain, root / 'straight')], {}
+    for case, (point, at, overrides) in KILL_CASES.items():
+        killed = write_toy_config(
+            root / f'{case}.py', **overrides,
+            custom_hooks=[dict(type='_KillAtHook', point=point, at=at)])
+        cases[case] = dict(dir=root / case,
+                           cfg=iter_ckpt if overrides else plain)
+        procs.append(start_train(killed, root / case))
+    outs = wait_all(procs)
+    assert procs[0].returncode == 0, outs[0][-3000:]
+    for (case, info), proc, out in zip(cases.items(), procs[1:], outs[1:]):
+        assert proc.returncode == -signal.SIGKILL, (case, out[-3000:])
+        info['killed_files'] = sorted(os.listdir(info['dir']))
+    resumes = [start_train(info['cfg'], info['dir'], '--resume')
+               for info in cases.values()]
+    for info, proc, out in zip(cases.values(), resumes, wait_all(resumes)):
+        assert proc.returncode == 0, out[-3000:]
+        info['out'] = out
+    return dict(straight=root / 'straight', cases=cases)
+
+
+def _final_checkpoint(work_dir):
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        return f.read().strip()
+
+
+@pytest.mark.parametrize('case', list(KILL_CASES))
+def test_killed_run_resumes_bitwise_and_its_log_continues(killed_runs,
+                                                          case):
+    info = killed_runs['cases'][case]
+    straight = killed_runs['straight']
+    last = _final_checkpoint(info['dir'])
+    assert osp.basename(last) == ('iter_12.pth' if case == 'mid_epoch' else
+                                  'epoch_3.pth')
+    assert_same_state(straight / 'epoch_3.pth', last)
+    (expected, ), (killed, resumed) = (logged_scalars(straight),
+                                       logged_scalars(info['dir']))
+    assert len(expected) == 12 + 3  # 12 iterations, 3 validations
+    # The resumed log starts where the checkpoint was taken and is the
+    # uninterrupted log from there: same losses (smoothed over the restored
+    # history), learning rates, steps and validation results.
+    start = expected.index(resumed[0])
+    assert killed[:start] == expected[:start]
+    assert resumed == expected[start:]
+    lrs = [line['lr'] for line in expected if 'lr' in line]
+    assert lrs[:4] == pytest.approx([0.01, 0.028, 0.046, 0.064])
+    assert lrs[6:] == pytest.approx([0.01] * 6)  # warm-up over, x0.1 at 1
+    # Where each resume started, and what it said.
+    first = resumed[0]
+    out = info['out']
+    if case == 'mid_epoch':
+        # Killed after iteration 8: iter_6.pth (epoch 2, 2 of 4 batches).
+        assert (first['epoch'], first['iter']) == (2, 7)
+    elif case == 'before_pointer':
+        assert info['killed_files'].count('epoch_2.pth') == 1
+        assert (f"epoch_2.pth was written after {info['dir']}/epoch_1.pth, "
+                'the checkpoint') in out
+        assert 'resuming from' in out and 'Resumed at the end of epoch 2' \
+            in out
+        assert first == {'toy/mean': first['toy/mean'], 'step': 2}
+    elif case == 'during_write':
+        # Half a checkpoint in a temporary file; epoch_2.pth never existed.
+        tmp = [n for n in info['killed_files'] if n.endswith('.tmp')]
+        assert len(tmp) == 1 and tmp[0].startswith('.epoch_2.pth.')
+        assert 'epoch_2.pth' not in info['killed_files']
+        assert (f'Removed 1 temporary file(s) in {info["dir"]} left by an '
+                f'interrupted checkpoint write: {tmp[0]} (') in out
+        assert not [n for n in os.listdir(info['dir']) if n.endswith('.tmp')]
+        # epoch_1.pth was saved before epoch 1's validation: it runs again.
+        assert 'Resumed at the end of epoch 1' in out
+        assert first == {'toy/mean': first['toy/mean'], 'step': 1}
+    else:
+        assert 'Resumed at the end of epoch 2' in out
+        assert first == {'toy/mean': first['toy/mean'], 'step': 2}
