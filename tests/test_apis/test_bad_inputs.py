@@ -100,7 +100,8 @@ def test_checkpoint_that_does_not_fit_is_refused(tiny_setup, tmp_path,  # noqa
         assert build(allow_partial=True) is not None
 
 
-def test_checkpoint_that_is_not_a_dict_is_refused(tiny_setup, tmp_path):  # noqa
+def test_checkpoint_that_is_not_a_dict_is_refused(tiny_setup,  # noqa: F811
+                                                  tmp_path):
     path = str(tmp_path / 'list.pth')
     torch.save([torch.zeros(3)], path)
     with pytest.raises(RuntimeError) as err:
@@ -230,3 +231,13 @@ def test_cfg_options_plain_value_for_a_dict(tiny_setup):  # noqa
     # None (switching a component off) and dicts stay allowed.
     model = init_detector(cfg, cfg_options={'model.init_cfg': None})
     assert model.cfg.model.init_cfg is None
+
+
+def test_inferencer_call_checks_the_threshold(tiny_setup):  # noqa: F811
+    inferencer = DetInferencer(tiny_setup['cfg_file'], tiny_setup['ckpt'],
+                               device='cpu', show_progress=False)
+    image = osp.join(tiny_setup['img_dir'], 'val_000000.png')
+    with pytest.raises(ValueError, match=r'pred_score_thr \(--pred-score-'
+                       r'thr\) is 30, but scores are between 0 and 1'):
+        inferencer(image, pred_score_thr=30)
+    assert len(inferencer(image, pred_score_thr=0)['predictions']) == 1
