@@ -27,7 +27,8 @@ from mmengine.fileio import get_local_path, list_from_file
 from detkit.registry import DATASETS
 from .base_det_dataset import BaseDetDataset
 from .coco import make_palette
-from .transforms.loading import BrokenImageError, imread_bytes, read_image_bytes
+from .transforms.loading import (BrokenImageError, imread_bytes,
+                                 read_image_bytes)
 
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car',
                'cat', 'chair', 'cow', 'diningtable', 'dog', 'horse',
