@@ -205,7 +205,8 @@ class CocoMetric(BaseMetric):
                 f'CocoMetric: ann_file {ann_file!r} (val_evaluator.ann_file '
                 'or test_evaluator.ann_file in the config) does not exist'
                 f'{missing_path_hint(ann_file)}.') from None
-        _check_image_ids(coco, ann_file)
+        if not self.format_only:  # writing results needs no integer ids
+            _check_image_ids(coco, ann_file)
         if self.sort_categories:
             cats = sorted(coco.dataset['categories'], key=lambda c: c['id'])
             coco.dataset['categories'] = cats
