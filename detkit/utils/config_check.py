@@ -14,6 +14,9 @@ stage, everything a run would build from it:
     joined by ``x``, ``-`` for a scalar; ``#`` comments), the model's
     ``state_dict`` must hold exactly those keys, shapes and dtypes, so that
     a checkpoint with those keys loads with ``strict=True``.
+``classes``
+    every head's ``num_classes`` equals the number of classes of each
+    dataloader's dataset (its ``metainfo``, else the dataset class's).
 ``pipelines``
     every transform of the train / val / test datasets (through dataset
     wrappers) and of ``tta_pipeline``.
@@ -27,10 +30,10 @@ stage, everything a run would build from it:
     every metric of ``val_evaluator`` / ``test_evaluator``, on the dummy
     annotation file where they read one.
 ``schedule``
-    the optimizer wrapper and parameter schedulers on a one-parameter
-    stand-in model (``AmpOptimWrapper``, which needs a GPU, as a plain
-    ``OptimWrapper`` once its type is found); the loop types must be
-    registered.
+    the optimizer wrapper and parameter schedulers on a small stand-in
+    model (a conv and a BatchNorm, so that ``paramwise_cfg`` rules apply;
+    ``AmpOptimWrapper``, which needs a GPU, as a plain ``OptimWrapper``
+    once its type is found); the loop types must be registered.
 ``tta``
     ``tta_model`` wrapped around the model, when the config has one.
 
@@ -55,12 +58,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger
+from mmengine.runner import get_priority
 from mmengine.registry import DefaultScope
 
 from .scope import to_detkit_scope
 
-STAGES = ('config', 'model', 'keys', 'pipelines', 'datasets', 'runtime',
-          'evaluators', 'schedule', 'tta')
+STAGES = ('config', 'model', 'keys', 'classes', 'pipelines', 'datasets',
+          'runtime', 'evaluators', 'schedule', 'tta')
 # The method folders detkit supports, in mmdetection's config tree.
 DEFAULT_FOLDERS = ('retinanet', 'ssd', 'rpn', 'faster_rcnn')
 # Folders of a config tree that hold pieces, not whole configs.
@@ -77,6 +81,7 @@ class CheckResult:
     num_keys: Optional[int] = None
     key_list: Optional[str] = None
     skipped: Optional[str] = None
+    notes: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -88,7 +93,7 @@ class CheckResult:
         if self.skipped:
             return f'skipped: {self.skipped}'
         if not self.failures:
-            return ''
+            return '; '.join(self.notes)
         stage, message = self.failures[0]
         more = (f' (+{len(self.failures) - 1} more)'
                 if len(self.failures) > 1 else '')
@@ -99,7 +104,9 @@ class StageError(Exception):
     """A failure inside a stage, its message already saying where."""
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """``'TypeName: first line of the message'`` (KeyError's quotes
+    removed)."""
     if isinstance(err, StageError):
         return str(err)
     text = str(err).strip().splitlines()
@@ -227,15 +234,27 @@ def write_dummy_coco(path: str, classes: Sequence[str]) -> str:
 
 def _dummy_datasets(dataset_cfg, ann_file):
     """Point every COCO-json dataset at ``ann_file``; leave the others
-    unloaded (``lazy_init``): their files are not read."""
+    unloaded (``lazy_init``, and so the wrappers around them): their files
+    are not read."""
     dataset_cfg = copy.deepcopy(dataset_cfg)
-    for dataset in innermost_datasets(dataset_cfg):
-        if str(dataset.get('ann_file', '')).endswith('.json'):
-            dataset['ann_file'] = ann_file
+
+    def visit(node) -> bool:  # True when ``node`` stays unloaded
+        children = ([node['dataset']] if 'dataset' in node else list(
+            node.get('datasets', [])))
+        if children:
+            lazy = any([visit(child) for child in children])
+        elif str(node.get('ann_file', '')).endswith('.json'):
+            node['ann_file'] = ann_file
             # Serialising calls gc.collect(), 0.25 s a dataset, for nothing.
-            dataset['serialize_data'] = False
+            node['serialize_data'] = False
+            lazy = False
         else:
-            dataset['lazy_init'] = True
+            lazy = True
+        if lazy:
+            node['lazy_init'] = True
+        return lazy
+
+    visit(dataset_cfg)
     return dataset_cfg
 
 
@@ -264,7 +283,7 @@ class _Stages:
                 warnings.simplefilter('ignore')
                 return fn(*args)
         except Exception as err:  # noqa: BLE001 - every failure is reported
-            self.result.failures.append((stage, _first_line(err)))
+            self.result.failures.append((stage, first_line(err)))
             if os.environ.get('DETKIT_CONFIG_CHECK_TRACEBACK'):
                 traceback.print_exc()
             return None
@@ -285,7 +304,7 @@ def _build_pipelines(cfg):
                     TRANSFORMS.build(copy.deepcopy(step))
                 except Exception as err:
                     raise StageError(f'{name} {step.get("type")}: '
-                                     f'{_first_line(err)}') from err
+                                     f'{first_line(err)}') from err
 
 
 def _build_datasets(cfg, ann_file):
@@ -318,10 +337,14 @@ def _build_runtime(cfg, work_dir):
         for name, hook in hooks:
             if hook is None:  # a disabled default hook
                 continue
+            hook = copy.deepcopy(hook)
             try:
-                HOOKS.build(copy.deepcopy(hook))
+                # The runner takes 'priority' itself (a name or a number)
+                # before building the hook from the rest.
+                get_priority(hook.pop('priority', 'NORMAL'))
+                HOOKS.build(hook)
             except Exception as err:
-                raise StageError(f'{name}: {_first_line(err)}') from err
+                raise StageError(f'{name}: {first_line(err)}') from err
 
 
 def _build_evaluators(cfg, ann_file):
@@ -416,8 +439,12 @@ def check_config(path: str,
         model = stages.run('model', build_model_cheaply, cfg.model)
         if model is not None:
             result.num_keys = len(model.state_dict())
-            if key_list is not None:
+            if key_list is not None and not osp.isfile(key_list):
+                result.key_list = None  # nothing to compare with
+                result.notes.append(f'no key list {key_list}')
+            elif key_list is not None:
                 stages.run('keys', _check_keys, model, key_list)
+            stages.run('classes', _check_classes, model, cfg)
         stages.run('pipelines', _build_pipelines, cfg)
         if ann_file is not None:
             stages.run('datasets', _build_datasets, cfg, ann_file)
@@ -434,9 +461,23 @@ def _load(path):
     return to_detkit_scope(Config.fromfile(path), source=path, log=False)
 
 
+def _check_classes(model, cfg):
+    """Every head's ``num_classes`` against each dataloader's classes (what
+    ``NumClassCheckHook`` checks when a run starts)."""
+    from detkit.engine.hooks import check_num_classes
+    for name, loader in _dataloaders(cfg):
+        for dataset in innermost_datasets(loader['dataset']):
+            classes = (dataset.get('metainfo') or {}).get('classes')
+            if classes is None:
+                from detkit.registry import DATASETS
+                with DefaultScope.overwrite_default_scope('detkit'):
+                    cls = DATASETS.get(dataset['type'])
+                classes = (getattr(cls, 'METAINFO', None) or {}).get(
+                    'classes')
+            check_num_classes(model, classes, name.split('_')[0])
+
+
 def _check_keys(model, key_list):
-    if not osp.isfile(key_list):
-        raise FileNotFoundError(f'no key list {key_list}')
     problems = compare_keys(state_dict_keys(model), read_key_list(key_list))
     if problems:
         raise ValueError('; '.join(problems))

@@ -1,13 +1,8 @@
-"""Config files: `_base_` inheritance, overrides, and every config builds."""
-import glob
+"""Config files: `_base_` inheritance and `--cfg-options` overrides."""
 import os.path as osp
 
-import pytest
 from conftest import REPO_ROOT
 from mmengine.config import Config, DictAction
-from mmengine.registry import DefaultScope
-
-from detkit.registry import MODELS
 
 CONFIG_DIR = osp.join(REPO_ROOT, 'configs')
 RETINANET = osp.join(CONFIG_DIR, 'retinanet/retinanet_r50_fpn_1x_coco.py')
@@ -56,25 +51,6 @@ def test_cfg_options_override_nested_keys():
     assert cfg.train_dataloader.batch_size == 4
     assert cfg.model.neck.in_channels == [1, 2, 3, 4]
 
-
-ALL_CONFIGS = sorted(
-    p for p in glob.glob(osp.join(CONFIG_DIR, '**/*.py'), recursive=True)
-    if '_base_' not in p)
-
-
-@pytest.mark.parametrize(
-    'path', ALL_CONFIGS, ids=[osp.relpath(p, CONFIG_DIR) for p in ALL_CONFIGS])
-def test_every_config_builds_its_model(path):
-    cfg = Config.fromfile(path)
-    assert cfg.default_scope == 'detkit'
-    with DefaultScope.overwrite_default_scope('detkit'):
-        model = MODELS.build(cfg.model)
-    params = sum(p.numel() for p in model.parameters())
-    assert params > 10_000
-    # num_classes of the head matches the dataset's class list when the
-    # config names one
-    classes = (cfg.get('train_dataloader', {}).get('dataset', {}).get(
-        'metainfo', {}) or {}).get('classes')
-    head = getattr(model, 'bbox_head', None)
-    if classes and head is not None and hasattr(head, 'num_classes'):
-        assert head.num_classes == len(classes)
+# Every config under configs/ builds, with each head's num_classes equal
+# to its dataset's classes: tests/test_configs/test_mmdet_config_compat.py
+# (test_every_detkit_config_builds).

@@ -120,6 +120,18 @@ def test_model_and_key_list_failures(tmp_path):
         "unexpected config key 'num_clases'. Did you mean 'num_classes'?")]
     assert result.num_keys is None
 
+    path = _write(tmp_path / 'three_classes.py', f'''
+        _base_ = {base!r}
+        model = dict(bbox_head=dict(num_classes=3))
+        ''')
+    result = check_config(path)
+    ((stage, reason), ) = result.failures
+    assert stage == 'classes'
+    assert reason.startswith(
+        'ValueError: model.bbox_head.num_classes is 3, but the train '
+        "dataset has 80 classes ('person', 'bicycle', ")
+    assert 'Set model.bbox_head.num_classes=80' in reason
+
     keys = tmp_path / 'keys.txt'
     keys.write_text('backbone.conv1.weight\t64x3x7x7\tfloat32\n')
     result = check_config(base, key_list=str(keys))

@@ -69,10 +69,11 @@ class TestTimeAug(BaseTransform):
             if view is None:
                 if self.allow_empty:
                     continue
+                names = [type(s).__name__ for s in steps]
                 raise ValueError(
-                    f'TestTimeAug: view {num} ({[type(s).__name__ for s in steps]}'
-                    f') dropped the sample of {results.get("img_path")}; '
-                    'set allow_empty=True to skip such views')
+                    f'TestTimeAug: view {num} ({names}) dropped the sample '
+                    f'of {results.get("img_path")}; set allow_empty=True to '
+                    'skip such views')
             views.append(view)
         if not views:
             return None

@@ -1,0 +1,9 @@
+# RetinaNet with a ResNet-101 backbone; otherwise
+# retinanet_r50_fpn_1x_coco.py.
+_base_ = './retinanet_r50_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        depth=101,
+        init_cfg=dict(type='Pretrained',
+                      checkpoint='torchvision://resnet101')))
