@@ -12,10 +12,12 @@ Several processes (CPU or GPU):
 The config handling lives in detkit.engine.launch; this file only parses.
 """
 import argparse
+import sys
 
 from detkit.engine.dist import ending_process_group
 from detkit.engine.launch import (add_common_args, apply_train_args,
                                   build_runner, load_config)
+from detkit.engine.work_dir_lock import WorkDirLockedError
 
 
 def parse_args(argv=None):
@@ -59,7 +61,10 @@ def main(argv=None):
     # Every rank waits for the others before the process group ends (see
     # detkit.engine.dist.ending_process_group).
     with ending_process_group(runner):
-        runner.train()
+        try:
+            runner.train()
+        except WorkDirLockedError as err:  # another run's: one line, exit 1
+            sys.exit(f'tools/train.py: {err}')
 
 
 if __name__ == '__main__':

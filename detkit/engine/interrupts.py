@@ -172,7 +172,7 @@ class InterruptCheckpointHook(Hook):
         return int(flag.item())
 
     def _stop(self, runner, signum, message):
-        runner.logger.error(message)
+        runner.logger.warning(message)
         self.recorder.uninstall()
         runner.visualizer.close()
         raise TrainingInterrupted(signum, message)

@@ -154,7 +154,6 @@ class DetRunner(Runner):
             broadcast_object_list(shared)
             refusal = shared[0]
         if refusal is not None:
-            self.logger.error(refusal)
             raise WorkDirLockedError(refusal)
         return lock
 

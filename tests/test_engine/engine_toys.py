@@ -289,6 +289,18 @@ class SignalAtHook(Hook):
         time.sleep(self.sleep)
 
 
+@HOOKS.register_module(name='_SignalDuringValHook', force=True)
+class SignalDuringValHook(Hook):
+    """SIGTERM to this process after the first batch of the first
+    validation."""
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None,
+                       outputs=None):
+        import signal
+        if batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 # ------------------------------------------- tools/train.py in subprocesses
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(TESTS_DIR))
