@@ -11,9 +11,13 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='SGD', lr=2e-3, momentum=0.9, weight_decay=5e-4))
 
-# mmdetection adds CheckInvalidLossHook here; detkit's detectors check
-# every loss for NaN/Inf in train_step (model.skip_nonfinite), so the
-# default runtime's hooks stay.
+# mmdetection's hooks (the loss check shares the detectors' non-finite
+# guard, see model.skip_nonfinite), then detkit's broken-image report.
+custom_hooks = [
+    dict(type='NumClassCheckHook'),
+    dict(type='CheckInvalidLossHook', interval=50, priority='VERY_LOW'),
+    dict(type='BrokenImageReportHook'),
+]
 
 # The LR above is for 8 GPUs x 8 images; `--auto-scale-lr` rescales it.
 auto_scale_lr = dict(base_batch_size=64)

@@ -546,10 +546,13 @@ def format_table(results: Sequence[CheckResult]) -> str:
             lines.append('  '.join('-' * w for w in widths) + '  ' + '-' * 6)
     checked = [r for r in results if not r.skipped]
     ok = sum(r.ok for r in checked)
+    no_list = sum(any(n.startswith('no key list') for n in r.notes)
+                  for r in checked)
     lines.append(f'{ok} of {len(checked)} configs build'
                  + (' and match their key lists'
-                    if any(r.key_list for r in checked) else '')
+                    if no_list or any(r.key_list for r in checked) else '')
                  + f'; {len(checked) - ok} fail'
+                 + (f'; {no_list} without a key list' if no_list else '')
                  + (f'; {len(results) - len(checked)} skipped'
                     if len(results) > len(checked) else ''))
     return '\n'.join(line.rstrip() for line in lines)
