@@ -90,8 +90,8 @@ def _reference(*parts):
 
 def test_tools_and_apis_take_mmdet_configs(scope_lines, tmp_path):
     """launch.load_config (train.py / test.py / dist_*.sh), the analysis
-    tools' loaders, init_detector and DetInferencer: each builds from an
-    mmdetection config file and says so once."""
+    tools' loaders, print_config.py, init_detector and DetInferencer: each
+    takes an mmdetection config file and says so once."""
     from detkit.apis import DetInferencer, init_detector
     from detkit.engine.launch import load_config
     path = _reference('retinanet', 'retinanet_r18_fpn_1x_coco.py')
@@ -114,14 +114,19 @@ def test_tools_and_apis_take_mmdet_configs(scope_lines, tmp_path):
     finally:
         sys.path.remove(tools)
     assert scope_lines() == expected * 5
+    printed = runpy.run_path(
+        osp.join(REPO_ROOT, 'tools', 'misc', 'print_config.py'),
+        run_name='scope_test')['main']([path])
+    assert "default_scope = 'detkit'" in printed
+    assert scope_lines() == expected * 6
 
     model = init_detector(path, device='cpu')
     assert type(model).__name__ == 'RetinaNet'
     assert model.cfg.default_scope == 'detkit'
-    assert scope_lines() == expected * 6
+    assert scope_lines() == expected * 7
     inferencer = DetInferencer(path, device='cpu')
     assert inferencer.model.cfg.default_scope == 'detkit'
-    assert scope_lines() == expected * 7  # resolved once, built once
+    assert scope_lines() == expected * 8  # resolved once, built once
 
 
 def test_train_tool_runs_an_mmdet_config(tmp_path, bccd_dir, scope_lines):

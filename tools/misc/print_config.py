@@ -24,7 +24,9 @@ def parse_args(argv=None):
 def main(argv=None):
     """Returns the merged config's text."""
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
+    from detkit.utils import to_detkit_scope
+    # as the tools see it: an mmdetection config in detkit's scope
+    cfg = to_detkit_scope(Config.fromfile(args.config), source=args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     text = cfg.pretty_text
