@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The quick start: set everything up, then train detkit's light RetinaNet on
-# its own synthetic shapes dataset, evaluate it, and draw its detections on
-# a validation image.
+# its own synthetic shapes dataset, evaluate it (with an HTML evaluation
+# report), and draw its detections on a validation image.
 #
 #   bash tools/quickstart.sh
 #
@@ -36,6 +36,7 @@ CKPT=$(cat "$WORK_DIR/last_checkpoint")
 
 echo "[quickstart] 3/4 evaluating $CKPT on the validation split"
 $PY tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK_DIR/test" \
+  --report "$OUT_DIR/report.html" \
   --cfg-options "test_dataloader.dataset.data_root=$DATA_DIR/" \
   "test_evaluator.ann_file=$DATA_DIR/annotations/val.json"
 
@@ -46,3 +47,5 @@ $PY demo/image_demo.py "$IMG" "$CONFIG" --weights "$CKPT" \
 
 echo "[quickstart] done: training took ${train_seconds}s; checkpoint $CKPT;" \
   "annotated picture in $OUT_DIR/vis/$(basename "$IMG")"
+echo "[quickstart] evaluation report (open it in a browser):" \
+  "$(cd "$OUT_DIR" && pwd)/report.html"

@@ -77,6 +77,9 @@ def build_report(pairs, classes, metric_objects, metrics, info=None,
     matrix = calculate_confusion_matrix(pairs, len(classes), score_thr,
                                         tp_iou_thr)
     ranked = rank_images(pairs, len(classes))
+    gt_counts = np.bincount(
+        np.concatenate([t['labels'] for _, t in pairs] + [np.zeros(0, int)]),
+        minlength=len(classes))
     shown = max(1, min(topk, MAX_GALLERY))
     painters = gallery.painters()
     worst = _gallery_items(ranked[:shown], classes, score_thr, painters)
@@ -84,7 +87,8 @@ def build_report(pairs, classes, metric_objects, metrics, info=None,
 
     aps = [(r['AP50'], r['AP75']) for r in numbers['rows']]
     parts = [
-        glance_section(classes, numbers, matrix, ranked, overall_thr, kind),
+        glance_section(classes, numbers, matrix, gt_counts, ranked,
+                       overall_thr, kind),
         sections.metrics_section(numbers['summary'], kind),
         sections.classes_section(classes, numbers['rows'], thresholds,
                                  numbers.get('reason')),

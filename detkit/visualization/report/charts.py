@@ -104,22 +104,25 @@ def _svg(width, height, body, label):
             f'aria-label="{escape(label)}" {FONT}>{body}</svg>')
 
 
-def legend(items, x, y, step=14):
-    """``items``: ``[(label, colour, dashed), ...]`` as a column of
-    swatches starting at ``(x, y)``."""
+LEGEND_TOP = 38  # top margin of a chart with a legend row under its title
+
+
+def legend(items, x, y):
+    """``items``: ``[(label, colour, dashed), ...]`` as one row of swatches
+    starting at ``(x, y)``, above the plot (never over the data)."""
     parts = []
-    for i, (label, color, dashed) in enumerate(items):
-        yy = y + i * step
+    for label, color, dashed in items:
         dash = ' stroke-dasharray="4 2"' if dashed else ''
-        parts.append(f'<line x1="{x}" y1="{yy}" x2="{x + 16}" y2="{yy}" '
+        parts.append(f'<line x1="{x}" y1="{y}" x2="{x + 16}" y2="{y}" '
                      f'stroke="{color}" stroke-width="2.5"{dash}/>'
-                     f'<text x="{x + 20}" y="{yy + 3.5}" font-size="10" '
+                     f'<text x="{x + 20}" y="{y + 3.5}" font-size="10" '
                      f'fill="{INK}">{escape(label)}</text>')
+        x += 30 + 5.6 * len(label)
     return ''.join(parts)
 
 
-def line_chart(series, width=300, height=210, xlim=None, ylim=None, title='',
-               xlabel='', ylabel='', legend_at='top-right'):
+def line_chart(series, width=300, height=220, xlim=None, ylim=None, title='',
+               xlabel='', ylabel=''):
     """Lines (and a dot where a series has a single point).
 
     Args:
@@ -138,7 +141,10 @@ def line_chart(series, width=300, height=210, xlim=None, ylim=None, title='',
         lo, hi = float(np.nanmin(ys)), float(np.nanmax(ys))
         pad = (hi - lo) * 0.05 or 1
         ylim = (min(0, lo) if lo >= 0 else lo - pad, hi + pad)
-    frame = _Frame(width, height, xlim, ylim)
+    labelled = [(s['label'], s['color'], s.get('dashed', False))
+                for s in series if s.get('label')]
+    frame = _Frame(width, height, xlim, ylim,
+                   top=LEGEND_TOP if labelled else 24)
     body = [frame.axes(title, xlabel, ylabel)]
     for s in series:
         pts = [(frame.x(x), frame.y(y)) for x, y in zip(s['xs'], s['ys'])
@@ -154,13 +160,8 @@ def line_chart(series, width=300, height=210, xlim=None, ylim=None, title='',
             body.append(f'<polyline points="{path}" fill="none" '
                         f'stroke="{s["color"]}" stroke-width="1.8"{dash}>'
                         f'<title>{tip}</title></polyline>')
-    labelled = [(s['label'], s['color'], s.get('dashed', False))
-                for s in series if s.get('label')]
-    if labelled and legend_at:
-        x = frame.x1 - 110 if legend_at.endswith('right') else frame.x0 + 8
-        y = (frame.y1 + 12 if legend_at.startswith('top') else
-             frame.y0 - 10 - 14 * (len(labelled) - 1))
-        body.append(legend(labelled, x, y))
+    if labelled:
+        body.append(legend(labelled, frame.x0, 28))
     return _svg(width, height, ''.join(body), title or ylabel)
 
 
@@ -210,7 +211,7 @@ def hbar_chart(labels, groups, width=560, xlim=(0, 1), title='', xlabel='',
     return _svg(width, height, ''.join(body), title)
 
 
-def histogram(series, bins=20, value_range=(0, 1), width=300, height=190,
+def histogram(series, bins=20, value_range=(0, 1), width=300, height=200,
               title='', xlabel='', marker=None):
     """Counts of each series' values in ``bins`` equal bins, drawn as
     outlined steps so that overlapping series stay readable.
@@ -224,7 +225,8 @@ def histogram(series, bins=20, value_range=(0, 1), width=300, height=190,
     counts = [np.histogram(np.asarray(v, float), bins=edges)[0]
               for _, v, _ in series]
     top = max([int(c.max()) for c in counts if c.size] + [1])
-    frame = _Frame(width, height, value_range, (0, top * 1.08))
+    frame = _Frame(width, height, value_range, (0, top * 1.08),
+                   top=LEGEND_TOP)
     body = [frame.axes(title, xlabel, 'detections')]
     for (label, values, color), count in zip(series, counts):
         pts = [(frame.x(edges[0]), frame.y(0))]
@@ -243,6 +245,5 @@ def histogram(series, bins=20, value_range=(0, 1), width=300, height=190,
                     f'y2="{frame.y1}" stroke="{INK}" stroke-dasharray="4 3">'
                     f'<title>threshold {marker:.3f}</title></line>')
     body.append(legend([(f'{label} ({len(v)})', c, False)
-                        for label, v, c in series], frame.x0 + 8,
-                       frame.y1 + 12))
+                        for label, v, c in series], frame.x0, 28))
     return _svg(width, height, ''.join(body), title)

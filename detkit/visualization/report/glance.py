@@ -10,9 +10,11 @@ import numpy as np
 from .html import section
 
 
-def glance_section(classes, numbers, matrix, ranked, overall_thr, kind):
+def glance_section(classes, numbers, matrix, gt_counts, ranked, overall_thr,
+                   kind):
     """``numbers``: :func:`.numbers.gather`'s; ``matrix``: the confusion
-    matrix; ``ranked``: the per-image AP ranking (ascending);
+    matrix; ``gt_counts``: ground truths per class (all of them, as the
+    matrix counts them); ``ranked``: the per-image AP ranking (ascending);
     ``overall_thr``: the all-classes F1 threshold or None."""
     classes = [escape(c) for c in classes]
     items = []
@@ -48,16 +50,17 @@ def glance_section(classes, numbers, matrix, ranked, overall_thr, kind):
         items.append(f'Most frequent confusion: ground truth <b>{classes[i]}'
                      f'</b> detected as <b>{classes[j]}</b> ({off[i, j]} '
                      'times).')
-    found = np.diag(matrix)[:-1]
-    gts = matrix[:-1].sum(axis=1)
+    gts = np.asarray(gt_counts)
     if gts.sum():
+        # The matrix's background column counts each missed object once.
         missed = matrix[:-1, -1]
         k = int(np.argmax(missed / np.maximum(gts, 1)))
-        items.append(f'{int(found.sum())} of {int(gts.sum())} ground truths '
-                     'found by a detection of their class above the score '
-                     f'threshold; most often missed: <b>{classes[k]}</b> '
-                     f'({int(missed[k])} of {int(gts[k])}). '
-                     f'{int(matrix[-1].sum())} detections on background.')
+        items.append(f'{int(gts.sum() - missed.sum())} of {int(gts.sum())} '
+                     'ground truths found by a detection of their class '
+                     'above the score threshold; most often missed: '
+                     f'<b>{classes[k]}</b> ({int(missed[k])} of '
+                     f'{int(gts[k])}). {int(matrix[-1].sum())} detections '
+                     'on background.')
     if overall_thr is not None and overall_thr['threshold'] is not None:
         items.append(f'Score threshold maximising F1 over all classes: '
                      f'<b>{overall_thr["threshold"]:.2f}</b> (F1 '

@@ -96,8 +96,7 @@ def pr_section(classes, curves, aps, reason=None):
         if series:
             plots.append(charts.line_chart(series, xlim=(0, 1), ylim=(0, 1.02),
                                            title=title, xlabel='recall',
-                                           ylabel='precision',
-                                           legend_at='bottom-left'))
+                                           ylabel='precision'))
         else:
             plots.append(f'<p class="note">{escape(name)}: no ground truth'
                          '</p>')
