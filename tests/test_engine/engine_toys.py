@@ -266,14 +266,16 @@ class SignalAtHook(Hook):
     Slurm would; ``sleep`` seconds after every iteration from then on
     (time for a signal sent from outside to arrive). ``ready_file``: the
     first process to pass iteration ``at`` creates it (so a test knows
-    training runs)."""
+    training runs); ``hold_file``: after iteration ``at``, wait (at most a
+    minute) until that file is gone."""
 
     priority = 'NORMAL'
 
     def __init__(self, signal=None, at=1, rank=0, sleep=0.0,
-                 ready_file=None):
+                 ready_file=None, hold_file=None):
         self.signal, self.at, self.rank = signal, at, rank
         self.sleep, self.ready_file = sleep, ready_file
+        self.hold_file = hold_file
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
@@ -286,6 +288,10 @@ class SignalAtHook(Hook):
                 open(self.ready_file, 'w').close()
             if self.signal and runner.rank == self.rank:
                 os.kill(os.getpid(), getattr(signal, self.signal))
+            deadline = time.monotonic() + 60
+            while (self.hold_file and os.path.exists(self.hold_file)
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
         time.sleep(self.sleep)
 
 
