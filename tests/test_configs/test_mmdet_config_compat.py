@@ -23,12 +23,12 @@ from mmengine.structures import InstanceData
 from conftest import REPO_ROOT, require_shared
 from detkit.registry import MODELS
 from detkit.structures import DetDataSample
-from detkit.utils.config_check import (DEFAULT_FOLDERS, build_model_cheaply,
-                                       check_config, compare_keys,
-                                       find_configs, first_line,
-                                       format_table,
-                                       key_list_for, read_key_list,
-                                       state_dict_keys)
+from detkit.utils.config_check import check_config, first_line
+from detkit.utils.config_tree import (DEFAULT_FOLDERS, find_configs,
+                                      format_table)
+from detkit.utils.key_lists import (build_model_cheaply, compare_keys,
+                                    key_list_for, read_key_list,
+                                    state_dict_keys)
 
 CONFIGS = osp.join(REPO_ROOT, 'configs')
 # retinanet 24, ssd 3, rpn 11, faster_rcnn 40; retinanet_tta.py is a

@@ -12,10 +12,10 @@ from mmengine.registry import DefaultScope
 
 from conftest import REPO_ROOT
 from detkit.registry import MODELS
-from detkit.utils.config_check import (build_model_cheaply, check_config,
-                                       check_tree, compare_keys,
-                                       find_configs, format_table,
-                                       read_key_list, state_dict_keys)
+from detkit.utils.config_check import check_config
+from detkit.utils.config_tree import check_tree, find_configs, format_table
+from detkit.utils.key_lists import (build_model_cheaply, compare_keys,
+                                    read_key_list, state_dict_keys)
 
 CONFIGS = osp.join(REPO_ROOT, 'configs')
 TOOL = osp.join(REPO_ROOT, 'tools', 'misc', 'check_mmdet_configs.py')

@@ -14,13 +14,14 @@ keys, shapes and dtypes of ``DIR/<folder>/<config name>.txt`` (one
 config does. It prints one row per config (builds / FAILS with the stage
 and the first line of the error) and exits with 1 if any fails.
 
-The checks live in ``detkit.utils.config_check``; this file only parses.
+The checks live in ``detkit.utils.config_check`` (one config) and
+``detkit.utils.config_tree`` (a tree); this file only parses.
 """
 import argparse
 import os.path as osp
 import sys
 
-from detkit.utils.config_check import check_tree, format_table
+from detkit.utils.config_tree import check_tree, format_table
 
 
 def parse_args(argv=None):
