@@ -4,8 +4,10 @@
         [--report report.html] [--show] [--show-dir DIR] [--wait-time SECONDS]
         [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
         [--fuse-conv-bn] [--channels-last] [--allow-partial-checkpoint]
+        [--tta]
 
-The config handling lives in detkit.engine.launch; this file only parses.
+The config handling lives in detkit.engine.launch (and, for --tta,
+detkit.models.test_time_augs.enable_tta); this file only parses.
 """
 import argparse
 
