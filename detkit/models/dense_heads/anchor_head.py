@@ -28,11 +28,13 @@ only through these hooks (each a method or class attribute):
     positives' decoded boxes weighted by centerness targets, divided by
     their ``reduce_mean`` sum).
 ``loss_score_factor_term(score_factor, priors, targets)``
-    extra terms (``{'loss_centerness': ...}``) of a head with a third
-    per-level output ``score_factor (B, N)``, e.g. centerness logits.
+    the loss of a third per-level output ``score_factor (B, N)`` (FCOS /
+    ATSS centerness logits), named ``loss_names['score_factor']``.
 ``loss_names``, ``class_agnostic``
-    the names of the two terms; RPN: ``loss_rpn_cls`` / ``loss_rpn_bbox``
-    and class-agnostic targets (label 0 for every positive).
+    the names of the terms (``cls``, ``bbox``, ``score_factor``); with
+    ``class_agnostic`` every positive gets label 0 ("object"). RPNHead has
+    ``loss_rpn_cls`` / ``loss_rpn_bbox`` and class-agnostic targets; a
+    detector makes any other dense head its RPN with :meth:`use_as_rpn`.
 
 A head with a third output (FCOS / ATSS centerness) returns it from
 ``forward_single`` as a third value; ``forward`` then returns three lists,
@@ -78,7 +80,8 @@ class AnchorHead(BaseDenseHead):
         num_base_priors: priors per location, one int per level.
     """
 
-    loss_names = dict(cls='loss_cls', bbox='loss_bbox')
+    loss_names = dict(cls='loss_cls', bbox='loss_bbox',
+                      score_factor='loss_centerness')
     class_agnostic = False
 
     def __init__(self,
@@ -128,6 +131,19 @@ class AnchorHead(BaseDenseHead):
             self.sampler = TASK_UTILS.build(
                 sampler, default_args=dict(context=self))
         self._init_layers()
+
+    def use_as_rpn(self, rpn_loss_names: bool = True) -> None:
+        """Serve as a region proposal network: class-agnostic targets and,
+        with ``rpn_loss_names``, losses named ``loss_rpn_*`` so that they
+        never clash with the RoI head's (RPNHead is both already; e.g.
+        mmdetection's FCOS-RPN Faster R-CNN uses an FCOS head)."""
+        self.class_agnostic = True
+        if rpn_loss_names:
+            self.loss_names = {
+                term: name if 'rpn' in name else name.replace(
+                    'loss_', 'loss_rpn_', 1)
+                for term, name in self.loss_names.items()
+            }
 
     def shared_num_base_priors(self) -> int:
         """The one prior count per location of a head whose layers serve
@@ -270,10 +286,10 @@ class AnchorHead(BaseDenseHead):
                 bbox_pred, priors, targets),
         }
         if score_factors is not None:
-            losses.update(
+            losses[self.loss_names['score_factor']] = \
                 self.loss_score_factor_term(
                     levels_to_images(score_factors, 1)[..., 0], priors,
-                    targets))
+                    targets)
         return losses
 
     def loss_cls_term(self, cls_score: Tensor, targets: dict) -> Tensor:
@@ -301,8 +317,8 @@ class AnchorHead(BaseDenseHead):
             avg_factor=targets['avg_factor'])
 
     def loss_score_factor_term(self, score_factor: Tensor, priors: Tensor,
-                               targets: dict) -> dict:
-        """Hook: the losses of a third output ``score_factor (B, N)``."""
+                               targets: dict) -> Tensor:
+        """Hook: the loss of a third output ``score_factor (B, N)``."""
         raise NotImplementedError(
             f'{type(self).__name__} got score_factors but defines no '
             'loss_score_factor_term for them')

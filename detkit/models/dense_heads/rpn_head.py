@@ -41,7 +41,8 @@ class RPNHead(AnchorHead):
             ``min_bbox_size``).
     """
 
-    loss_names = dict(cls='loss_rpn_cls', bbox='loss_rpn_bbox')
+    loss_names = dict(cls='loss_rpn_cls', bbox='loss_rpn_bbox',
+                      score_factor='loss_rpn_centerness')
     class_agnostic = True
     nms_groups = 'level'
 

@@ -39,6 +39,9 @@ class RPN(SingleStageDetector):
             train_cfg=train_cfg['rpn'] if train_cfg is not None else None,
             test_cfg=test_cfg['rpn'],
             **kwargs)
+        if hasattr(self.bbox_head, 'use_as_rpn'):
+            # Class-agnostic targets; the head keeps its own loss names.
+            self.bbox_head.use_as_rpn(rpn_loss_names=False)
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
 

@@ -116,7 +116,7 @@ def test_loss_keys_total_and_proposal_settings():
     assert all(torch.isfinite(v).all() for v in losses.values())
     # training proposals use train_cfg.rpn_proposal (nms_pre 2000)
     assert seen[-1].nms_pre == 2000
-    # labels of the RPN's copies were zeroed, the samples are untouched
+    # the RPN's targets are class-agnostic: no copy, the samples untouched
     assert data['data_samples'][0].gt_instances.labels.tolist() == [0, 2]
     total, log_vars = model.parse_losses(losses)
     expected = sum(v for k, v in losses.items() if 'loss' in k)
@@ -141,6 +141,30 @@ def test_loss_keys_total_and_proposal_settings():
         (cls_score, bbox_pred), = model(data['inputs'], data['data_samples'],
                                         mode='tensor')
     assert cls_score.shape[1] == 4 and bbox_pred.shape[1] == 12
+
+
+def test_any_dense_head_serves_as_the_rpn_with_its_own_loss_names():
+    # mmdetection's FCOS-RPN config puts a detection head in rpn_head: it
+    # is made class-agnostic (labels 0 and 2 would not fit num_classes=1)
+    # and its losses are named loss_rpn_*
+    torch.manual_seed(0)
+    retina = dict(type='RetinaHead', in_channels=16, feat_channels=16,
+                  stacked_convs=1,
+                  anchor_generator=dict(type='AnchorGenerator', scales=[8],
+                                        ratios=[0.5, 1.0, 2.0],
+                                        strides=[4, 8, 16, 32, 64]))
+    model = build(dict(SMALL, **{'model.rpn_head': retina}))
+    model.init_weights()
+    assert model.rpn_head.class_agnostic
+    data = batch(model)
+    losses = model(**data, mode='loss')
+    assert list(losses) == ['loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls',
+                            'acc', 'loss_bbox']
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    # names that clash with the RoI head's are an error, not an overwrite
+    model.rpn_head.loss_names = dict(cls='loss_cls', bbox='loss_rpn_bbox')
+    with pytest.raises(ValueError, match=r"both return \['loss_cls'\]"):
+        model(**data, mode='loss')
 
 
 def test_rpn_head_num_classes_is_forced_to_one_and_guard_is_passed_on():

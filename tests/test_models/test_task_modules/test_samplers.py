@@ -4,8 +4,9 @@ import torch
 from mmengine.structures import InstanceData
 
 from detkit.models.task_modules.assigners import AssignResult
-from detkit.models.task_modules.samplers import (PseudoSampler, RandomSampler,
-                                                 SamplingResult)
+from detkit.models.task_modules.samplers import (BatchSamplingResult,
+                                                 PseudoSampler, RandomSampler,
+                                                 SamplingResult, prepend_gts)
 from detkit.registry import TASK_UTILS
 
 
@@ -218,3 +219,64 @@ def test_single_image_api_rejects_batched_results():
         RandomSampler(4, 0.5).sample(batched, InstanceData(priors=torch.rand(
             2, 4)), InstanceData(bboxes=torch.rand(1, 4),
                                  labels=torch.tensor([0])))
+
+
+# ------------------------------------------------------- batch currency
+def two_image_candidates():
+    """Image 0: 2 GTs, 3 proposals; image 1: 1 GT, 2 proposals (padded to
+    G = 2, N = 3)."""
+    proposals = torch.arange(24, dtype=torch.float32).view(2, 3, 4)
+    proposals_valid = torch.tensor([[True, True, True], [True, True, False]])
+    gt_bboxes = torch.tensor([[[0., 0., 4., 4.], [1., 1., 5., 5.]],
+                              [[2., 2., 6., 6.], [0., 0., 0., 0.]]])
+    gt_labels = torch.tensor([[7, 8], [9, -1]])
+    gt_valid = torch.tensor([[True, True], [True, False]])
+    assign = make_assign(torch.tensor([[2, 0, -1], [0, 1, -1]]))
+    assign.labels = torch.tensor([[8, -1, -1], [-1, 9, -1]])
+    return assign, proposals, proposals_valid, gt_bboxes, gt_labels, gt_valid
+
+
+def test_prepend_gts_keeps_each_image_s_gts_first_and_ignores_padding():
+    assign, props, props_valid, gt_bboxes, gt_labels, gt_valid = \
+        two_image_candidates()
+    extended, cands, valid, gt_flags = prepend_gts(
+        assign, props, props_valid, gt_bboxes, gt_labels, gt_valid)
+    assert cands.shape == (2, 5, 4)
+    assert torch.equal(cands[:, :2], gt_bboxes)
+    assert torch.equal(cands[:, 2:], props)
+    # image 1's padding GT row is ignored (-1), never a candidate
+    assert extended.gt_inds.tolist() == [[1, 2, 2, 0, -1], [1, -1, 0, 1, -1]]
+    assert extended.labels.tolist() == [[7, 8, 8, -1, -1],
+                                        [9, -1, -1, 9, -1]]
+    assert extended.max_overlaps[:, :2].tolist() == [[1, 1], [1, -1]]
+    assert valid.tolist() == [[True] * 5, [True, False, True, True, False]]
+    assert gt_flags.tolist() == [[True, True, False, False, False],
+                                 [True, False, False, False, False]]
+    assert assign.gt_inds.shape == (2, 3)  # the input is not modified
+
+
+def test_batch_result_roi_order_and_per_image_view():
+    assign, props, props_valid, gt_bboxes, gt_labels, gt_valid = \
+        two_image_candidates()
+    extended, cands, valid, gt_flags = prepend_gts(
+        assign, props, props_valid, gt_bboxes, gt_labels, gt_valid)
+    pos, neg = PseudoSampler().sample_batch(extended)
+    res = BatchSamplingResult(cands, valid, gt_flags, extended, pos, neg,
+                              gt_bboxes, avg_factor_with_neg=False)
+    img, cand = res.roi_index()
+    # per image: positives then negatives, each by ascending candidate
+    assert list(zip(img.tolist(), cand.tolist())) == [
+        (0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 3), (1, 2)]
+    rois = res.rois()
+    assert rois[:, 0].tolist() == [0, 0, 0, 0, 1, 1, 1]
+    assert torch.equal(rois[4:, 1:], cands[1, [0, 3, 2]])
+    # image 1 without padding is [GT ; p0 ; p1]: positives GT and p1
+    one = res[1]
+    assert len(res) == 2 and isinstance(one, SamplingResult)
+    assert one.pos_inds.tolist() == [0, 2] and one.neg_inds.tolist() == [1]
+    assert one.pos_is_gt.tolist() == [1, 0]
+    assert one.pos_assigned_gt_inds.tolist() == [0, 0]
+    assert torch.equal(one.priors, cands[1, [0, 3, 2]])
+    assert one.avg_factor == 2 and one.num_gts == 1
+    with pytest.raises(IndexError, match='image 2'):
+        res[2]
