@@ -11,8 +11,7 @@ import pytest
 import torch
 from mmengine.logging import MMLogger
 
-from conftest import REPO_ROOT
-
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(REPO_ROOT, 'tests', 'test_tools'))
 from toolbox_toys import run_tool, tiny_setup  # noqa: E402,F401
 

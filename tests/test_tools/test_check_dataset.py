@@ -5,6 +5,7 @@ DetInferencer.check_inputs / image_demo.py --check / images2coco.py
 images must be refused, never waited on."""
 import json
 import os
+import os.path as osp
 import subprocess
 import sys
 
@@ -12,10 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
-
 from detkit.apis import DetInferencer
 
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 W, H = 48, 40  # above the 32 px a folder check notes
 
 
