@@ -5,6 +5,7 @@ self-contained file."""
 import json
 import os.path as osp
 import re
+import sys
 
 import pytest
 from report_page import (metric_values, parse_page, table_values,
@@ -201,3 +202,23 @@ def test_train_tool_report_has_the_curves(tiny_setup, tmp_path):  # noqa: F811
     # every logged loss has a curve
     for key in ('loss', 'loss_cls', 'loss_bbox'):
         assert f'>{key}</text>' in text
+
+
+def test_show_without_a_display_says_so_and_goes_on(tmp_path, monkeypatch,
+                                                    capsys):
+    # --show of confusion_matrix.py and analyze_results.py on a machine
+    # without a display: one line saying so, and the files are written.
+    monkeypatch.delenv('DISPLAY', raising=False)
+    monkeypatch.delenv('WAYLAND_DISPLAY', raising=False)
+    monkeypatch.setattr(sys, 'platform', 'linux')
+    cfg_file, pkl = write_hand_made(tmp_path)
+    matrix = CONFUSION['main']([cfg_file, pkl, str(tmp_path / 'cm'),
+                                '--show'])
+    assert matrix.tolist() == [[2, 0, 2], [1, 2, 0], [2, 0, 0]]
+    assert (tmp_path / 'cm' / 'confusion_matrix.png').is_file()
+    ANALYZE['main']([cfg_file, pkl, str(tmp_path / 'an'), '--topk', '1',
+                     '--show'])
+    assert sorted(p.name for p in (tmp_path / 'an').iterdir()) == ['bad',
+                                                                  'good']
+    out = capsys.readouterr().out
+    assert out.count('--show: no display on this machine') == 2

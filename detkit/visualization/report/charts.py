@@ -221,9 +221,9 @@ def histogram(series, bins=20, value_range=(0, 1), width=300, height=200,
         marker (float, optional): a vertical dashed line (e.g. a
             threshold).
     """
+    counts = [np.histogram(np.asarray(v, float), bins=bins,
+                           range=value_range)[0] for _, v, _ in series]
     edges = np.linspace(value_range[0], value_range[1], bins + 1)
-    counts = [np.histogram(np.asarray(v, float), bins=edges)[0]
-              for _, v, _ in series]
     top = max([int(c.max()) for c in counts if c.size] + [1])
     frame = _Frame(width, height, value_range, (0, top * 1.08),
                    top=LEGEND_TOP)

@@ -48,8 +48,9 @@ def glance_section(classes, numbers, matrix, gt_counts, ranked, overall_thr,
     if off.sum():
         i, j = np.unravel_index(int(off.argmax()), off.shape)
         items.append(f'Most frequent confusion: ground truth <b>{classes[i]}'
-                     f'</b> detected as <b>{classes[j]}</b> ({off[i, j]} '
-                     'times).')
+                     f'</b> detected as <b>{classes[j]}</b> ('
+                     f'{"once" if off[i, j] == 1 else f"{off[i, j]} times"}'
+                     ').')
     gts = np.asarray(gt_counts)
     if gts.sum():
         # The matrix's background column counts each missed object once.
