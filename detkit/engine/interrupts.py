@@ -23,7 +23,11 @@ into:
 
 During validation the epoch's checkpoint, written before validation began,
 is the place to resume from (the resumed run validates that epoch first),
-so the hook stops there without writing another.
+so the hook stops after the current validation batch without writing
+another. With several processes it does so only when every rank has as
+many validation batches (checked once per validation: the per-batch
+``all_reduce`` must pair up); otherwise the signal waits for the next
+training iteration.
 """
 import os.path as osp
 import signal
@@ -108,6 +112,7 @@ class InterruptCheckpointHook(Hook):
 
     def __init__(self):
         self.recorder = SignalRecorder()
+        self._check_val_iters = False
 
     def before_train(self, runner):
         self.recorder.install(announce=is_main_process())
@@ -142,10 +147,18 @@ class InterruptCheckpointHook(Hook):
                    '`--resume` (it reads last_checkpoint) or '
                    f'`--resume {path}`.')
 
+    def before_val_epoch(self, runner):
+        self._check_val_iters = self.recorder.installed
+        if self._check_val_iters and get_world_size() > 1:
+            batches = len(runner.val_dataloader)
+            spread = torch.tensor([batches, -batches], dtype=torch.int64)
+            all_reduce(spread, op='max')  # (most, -fewest) over the ranks
+            self._check_val_iters = int(spread[0]) == -int(spread[1])
+
     def after_val_iter(self, runner, batch_idx, data_batch=None,
                        outputs=None):
-        if not self.recorder.installed:
-            return  # runner.val() on its own, not validation in training
+        if not self._check_val_iters:
+            return  # runner.val() on its own, or uneven batches per rank
         signum = self._agreed_signal()
         if not signum:
             return

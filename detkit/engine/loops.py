@@ -27,7 +27,14 @@ mmengine's (``train_cfg=dict(by_epoch=True, ...)`` or
 
 :class:`DetIterBasedTrainLoop` adds the per-iteration seeds to mmengine's
 ``IterBasedTrainLoop`` (whose resume already replays the data stream).
+
+:func:`resumable_loop_cfg` makes the replacement in ``train_cfg`` and
+refuses keys the loop does not take, naming the closest ones
+(``max_epoch`` -> ``max_epochs``): mmengine would fail with a bare
+``TypeError`` from the loop's constructor.
 """
+import difflib
+import inspect
 import logging
 
 from mmengine.logging import print_log
@@ -133,3 +140,53 @@ class DetIterBasedTrainLoop(IterBasedTrainLoop):
     def run_iter(self, data_batch):
         _seed_iteration(self.dataloader, self._iter)
         super().run_iter(data_batch)
+
+
+# mmengine's loops, by name and class, and their exact-resume versions.
+LOOP_REPLACEMENTS = {
+    'EpochBasedTrainLoop': DetEpochBasedTrainLoop,
+    EpochBasedTrainLoop: DetEpochBasedTrainLoop,
+    'IterBasedTrainLoop': DetIterBasedTrainLoop,
+    IterBasedTrainLoop: DetIterBasedTrainLoop,
+}
+
+
+def resumable_loop_cfg(loop_cfg):
+    """``train_cfg`` with mmengine's epoch/iteration loops replaced by
+    detkit's exact-resume ones, and its keys checked against the loop's
+    arguments (``max_epoch`` -> "did you mean 'max_epochs'?")."""
+    cfg = dict(loop_cfg)
+    if 'type' not in cfg:
+        if 'by_epoch' not in cfg:
+            raise KeyError(
+                f'train_cfg {cfg} needs by_epoch=True (epochs), '
+                "by_epoch=False (iterations) or a loop type, e.g. "
+                "dict(type='EpochBasedTrainLoop', max_epochs=12).")
+        cfg['type'] = (DetEpochBasedTrainLoop
+                       if cfg.pop('by_epoch') else DetIterBasedTrainLoop)
+    elif 'by_epoch' in cfg:
+        raise KeyError('train_cfg has both type and by_epoch: keep one '
+                       '(by_epoch=True means EpochBasedTrainLoop).')
+    loop_type = cfg['type']
+    if isinstance(loop_type, str) or inspect.isclass(loop_type):
+        cfg['type'] = LOOP_REPLACEMENTS.get(loop_type, loop_type)
+    if inspect.isclass(cfg['type']):
+        _check_loop_keys(cfg)
+    return cfg
+
+
+def _check_loop_keys(cfg):
+    params = inspect.signature(cfg['type'].__init__).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [name for name in params
+                if name not in ('self', 'runner', 'dataloader')]
+    for key in cfg:
+        if key == 'type' or key in accepted:
+            continue
+        close = difflib.get_close_matches(key, accepted, n=3, cutoff=0.6)
+        hint = (f'Did you mean {", ".join(repr(c) for c in close)}?'
+                if close else f'It takes: {", ".join(accepted)}.')
+        name = cfg['type'].__name__.replace('Det', '', 1)
+        raise TypeError(f'train_cfg has an unknown key {key!r} for '
+                        f'{name}. {hint}')

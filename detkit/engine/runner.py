@@ -33,11 +33,6 @@ What changes against ``mmengine.runner.Runner`` (everything else, including
   (the run died before updating it), a weights-only file (use
   ``load_from``).
 """
-import difflib
-import inspect
-import os
-import os.path as osp
-import re
 import time
 
 import mmengine
@@ -47,8 +42,7 @@ from mmengine.dist import (broadcast_object_list, get_world_size,
 from mmengine.fileio import LocalBackend, get_file_backend, join_path
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
-from mmengine.runner import (BaseLoop, EpochBasedTrainLoop,
-                             IterBasedTrainLoop, Runner)
+from mmengine.runner import BaseLoop, Runner
 from mmengine.runner.checkpoint import (_load_checkpoint, save_checkpoint,
                                         weights_to_cpu)
 from mmengine.utils import apply_to, get_git_hash
@@ -59,21 +53,13 @@ from .checkpoint import (load_model_weights, remove_stale_temporaries,
 from .dist import (default_wrapper_cfg, init_gloo_dist, scoped_wrapper_cfg,
                    use_gloo, wrap_ddp_without_device_ids)
 from .interrupts import InterruptCheckpointHook
-from .loops import DetEpochBasedTrainLoop, DetIterBasedTrainLoop
+from .loops import resumable_loop_cfg
 from .message_hub_state import message_hub_from_plain, message_hub_to_plain
 from .plain_data import to_plain
+from .resume import check_resumable, find_resume_checkpoint
 from .seeded_data import follow_resumed_seed, seed_train_dataloader_cfg
 from .work_dir_lock import WorkDirLock, WorkDirLockedError
 
-# mmengine's loops, by name and class, and detkit's exact-resume versions.
-_LOOP_REPLACEMENTS = {
-    'EpochBasedTrainLoop': DetEpochBasedTrainLoop,
-    EpochBasedTrainLoop: DetEpochBasedTrainLoop,
-    'IterBasedTrainLoop': DetIterBasedTrainLoop,
-    IterBasedTrainLoop: DetIterBasedTrainLoop,
-}
-# Names CheckpointHook and the interrupt hook give checkpoints by default.
-_CHECKPOINT_NAME = re.compile(r'^(epoch|iter|interrupted_iter)_\d+\.pth$')
 
 
 def _to_cpu(data):
@@ -120,7 +106,7 @@ class DetRunner(Runner):
         self._train_dataloader = seed_train_dataloader_cfg(
             self._train_dataloader)
         if isinstance(loop, dict):
-            loop = _resumable_loop_cfg(loop)
+            loop = resumable_loop_cfg(loop)
         return super().build_train_loop(loop)
 
     def train(self):
@@ -159,79 +145,17 @@ class DetRunner(Runner):
 
     def load_or_resume(self):
         """mmengine's, saying what ``resume`` found (see
-        :meth:`_find_resume_checkpoint`)."""
+        :func:`.resume.find_resume_checkpoint`)."""
         if self._has_loaded:
             return None
-        if self._resume and self._load_from is None:
-            resume_from = self._find_resume_checkpoint()
-            if resume_from is None:
-                if self._load_from is not None:
-                    self.load_checkpoint(self._load_from)
-                    self._has_loaded = True
-                return None
+        if not (self._resume and self._load_from is None):
+            return super().load_or_resume()  # a given path, or load_from
+        resume_from = find_resume_checkpoint(self.work_dir, self.logger)
+        if resume_from is not None:
             self.logger.info(f'Resuming from {resume_from}.')
             self.resume(resume_from)
             self._has_loaded = True
-            return None
-        return super().load_or_resume()
-
-    def _find_resume_checkpoint(self):
-        """The checkpoint ``--resume`` without a path continues from:
-        the one ``<work_dir>/last_checkpoint`` names, unless a checkpoint
-        of the usual names (``epoch_N.pth``, ``iter_N.pth``,
-        ``interrupted_iter_N.pth``) was written after the pointer (a run
-        killed between writing a checkpoint and updating the pointer), or
-        the named file was moved with the work_dir. None: start from
-        scratch (logged)."""
-        pointer = osp.join(self.work_dir, 'last_checkpoint')
-        named = None
-        if osp.isfile(pointer):
-            with open(pointer) as f:
-                named = f.read().strip() or None
-        if named is not None and not osp.isfile(named):
-            moved = osp.join(self.work_dir, osp.basename(named))
-            if not osp.isfile(moved):
-                raise FileNotFoundError(
-                    f'{pointer} names {named}, which does not exist (nor '
-                    f'does {moved}). Pass the checkpoint to continue from '
-                    'with --resume PATH, or delete last_checkpoint to start '
-                    'from scratch.')
-            self.logger.warning(f'{pointer} names {named}, which does not '
-                                f'exist; using {moved} (the work_dir was '
-                                'moved?).')
-            named = moved
-        newer = self._checkpoints_newer_than(pointer if named else None)
-        if newer:
-            if named:
-                self.logger.warning(
-                    f'{newer} was written after {named}, the checkpoint '
-                    f'{pointer} names (the run stopped before updating it): '
-                    f'resuming from {newer}.')
-            else:
-                self.logger.warning(
-                    f'No last_checkpoint in {self.work_dir}, but {newer} is '
-                    'there: resuming from it.')
-            return newer
-        if named is None:
-            self.logger.warning(
-                f'--resume: no checkpoint to resume from in {self.work_dir} '
-                '(no last_checkpoint file and no epoch_N.pth / iter_N.pth): '
-                'training starts from scratch.')
-        return named
-
-    def _checkpoints_newer_than(self, pointer):
-        """The newest checkpoint of the usual names in work_dir written
-        after ``pointer`` (any such checkpoint when ``pointer`` is None)."""
-        after = os.stat(pointer).st_mtime_ns if pointer else -1
-        newest, newest_time = None, after
-        for name in os.listdir(self.work_dir):
-            if not _CHECKPOINT_NAME.match(name):
-                continue
-            path = osp.join(self.work_dir, name)
-            mtime = os.stat(path).st_mtime_ns
-            if mtime > newest_time:
-                newest, newest_time = path, mtime
-        return newest
+        return None
 
     def resume(self, filename, resume_optimizer=True,
                resume_param_scheduler=True, map_location='default'):
@@ -377,7 +301,7 @@ class DetRunner(Runner):
             checkpoint['message_hub'] = message_hub_from_plain({})
 
         if getattr(self, '_resuming', None) is not None:
-            _check_resumable(checkpoint, filename)
+            check_resumable(checkpoint, filename)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         load_model_weights(
             self.model,
@@ -389,62 +313,3 @@ class DetRunner(Runner):
         self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint
-
-
-def _check_resumable(checkpoint, filename):
-    """A file to resume from must be a training checkpoint: weights plus
-    ``meta`` with ``epoch`` and ``iter`` (what mmengine's resume reads)."""
-    meta = checkpoint.get('meta')
-    missing = [key for key in ('epoch', 'iter')
-               if not isinstance(meta, dict) or key not in meta]
-    if missing:
-        what = ('has no meta' if not isinstance(meta, dict) else
-                f'has no {" or ".join(repr(k) for k in missing)} in its meta')
-        raise RuntimeError(
-            f'Cannot resume from {filename}: it {what}, so it is a '
-            'weights-only file (a published or converted model), not a '
-            'training checkpoint. To start a new training from its weights, '
-            f"use load_from (--cfg-options load_from={filename}) without "
-            '--resume; to continue a training, resume from one of its '
-            'epoch_N.pth / iter_N.pth checkpoints.')
-
-
-def _resumable_loop_cfg(loop_cfg):
-    """``train_cfg`` with mmengine's epoch/iteration loops replaced by
-    detkit's exact-resume ones, and its keys checked against the loop's
-    arguments (``max_epoch`` -> "did you mean 'max_epochs'?")."""
-    cfg = dict(loop_cfg)
-    if 'type' not in cfg:
-        if 'by_epoch' not in cfg:
-            raise KeyError(
-                f'train_cfg {cfg} needs by_epoch=True (epochs), '
-                "by_epoch=False (iterations) or a loop type, e.g. "
-                "dict(type='EpochBasedTrainLoop', max_epochs=12).")
-        cfg['type'] = (DetEpochBasedTrainLoop
-                       if cfg.pop('by_epoch') else DetIterBasedTrainLoop)
-    elif 'by_epoch' in cfg:
-        raise KeyError('train_cfg has both type and by_epoch: keep one '
-                       '(by_epoch=True means EpochBasedTrainLoop).')
-    loop_type = cfg['type']
-    if isinstance(loop_type, str) or inspect.isclass(loop_type):
-        cfg['type'] = _LOOP_REPLACEMENTS.get(loop_type, loop_type)
-    if inspect.isclass(cfg['type']):
-        _check_loop_keys(cfg)
-    return cfg
-
-
-def _check_loop_keys(cfg):
-    params = inspect.signature(cfg['type'].__init__).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [name for name in params
-                if name not in ('self', 'runner', 'dataloader')]
-    for key in cfg:
-        if key == 'type' or key in accepted:
-            continue
-        close = difflib.get_close_matches(key, accepted, n=3, cutoff=0.6)
-        hint = (f'Did you mean {", ".join(repr(c) for c in close)}?'
-                if close else f'It takes: {", ".join(accepted)}.')
-        name = cfg['type'].__name__.replace('Det', '', 1)
-        raise TypeError(f'train_cfg has an unknown key {key!r} for '
-                        f'{name}. {hint}')

@@ -396,3 +396,20 @@ def assert_same_state(path_a, path_b):
     for key in optim_a:
         for name, value in optim_a[key].items():
             assert torch.equal(value, optim_b[key][name]), (key, name)
+
+
+_STRAIGHT_RUN = {}
+
+
+def straight_toy_run_once(tmp_path_factory):
+    """tools/train.py on :func:`write_toy_config` (3 epochs of 4
+    iterations, a validation after each), uninterrupted, once per test
+    session: the run every interrupted-and-resumed one must equal.
+    Returns its work_dir."""
+    if 'dir' not in _STRAIGHT_RUN:
+        root = tmp_path_factory.mktemp('straight_toy')
+        proc = start_train(write_toy_config(root / 'toy.py'), root / 'work')
+        out, = wait_all([proc])
+        assert proc.returncode == 0, out[-3000:]
+        _STRAIGHT_RUN['dir'] = root / 'work'
+    return _STRAIGHT_RUN['dir']

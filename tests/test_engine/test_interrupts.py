@@ -7,11 +7,16 @@ import time
 import pytest
 import torch
 from engine_toys import (assert_same_state, logged_scalars, start_train,
-                         wait_all, write_toy_config)
+                         straight_toy_run_once, wait_all, write_toy_config)
 
 from detkit.engine.interrupts import DUPLICATE_WINDOW, SignalRecorder
 
 SIGNALS = {'SIGINT': 130, 'SIGTERM': 143}
+
+
+@pytest.fixture(scope='session')
+def straight_toy_run(tmp_path_factory):
+    return straight_toy_run_once(tmp_path_factory)
 
 
 @pytest.fixture(scope='module')

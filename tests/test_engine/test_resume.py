@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 from engine_toys import (assert_same_state, logged_scalars, start_train,
-                         toy_cfg, wait_all, write_toy_config)
+                         straight_toy_run_once, toy_cfg, wait_all,
+                         write_toy_config)
 from mmengine.config import Config
 
 from detkit.engine import DetRunner
@@ -18,6 +19,11 @@ def _run(work_dir, **overrides):
     runner = DetRunner.from_cfg(Config(toy_cfg(work_dir, **overrides)))
     runner.train()
     return runner
+
+
+@pytest.fixture(scope='session')
+def straight_toy_run(tmp_path_factory):
+    return straight_toy_run_once(tmp_path_factory)
 
 
 @pytest.fixture(scope='module')
