@@ -8,8 +8,8 @@
 
 Each tree runs in its own long-lived worker process (``PYTHONPATH`` set to
 the tree, its own ``configs/``); the two take turns, one timed call at a
-time (``old new old new ...``), so a change of machine load hits both
-alike. Per model it times
+time (``old new new old old new ...``), so a change of machine load hits
+both alike and neither always runs right after the other. Per model it times
 
 * ``iteration``: ``model.train_step`` (preprocess, forward, targets,
   losses, backward, SGD step) on a random batch, as the runner calls it;
@@ -303,7 +303,7 @@ def time_models(workers, args, threads):
     print(f'batch {args.batch_size} x {tuple(args.size)}, boxes '
           f'{tuple(args.boxes)} per image, {threads} threads; '
           f'{args.warmup} warm-up + {args.repeats} timed rounds, '
-          'alternating old / new')
+          'alternating old / new and new / old')
     rows, equal = [], True
     for model in args.models:
         for w in workers.values():
@@ -314,9 +314,12 @@ def time_models(workers, args, threads):
                  for part in args.parts for key in workers
                  for clock in ('seconds', 'cpu_seconds')}
         for rnd in range(args.warmup + args.repeats):
+            # old-new, then new-old: whoever runs second in a round
+            # (after the other's data left the caches) changes each round
+            order = list(workers) if rnd % 2 == 0 else list(workers)[::-1]
             for part in args.parts:
-                answers = {key: w.ask(part=part, model=model)
-                           for key, w in workers.items()}
+                answers = {key: workers[key].ask(part=part, model=model)
+                           for key in order}
                 if part == 'iteration':
                     equal &= answers['old']['result'] == \
                         answers['new']['result']
