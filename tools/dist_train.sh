@@ -35,7 +35,8 @@ TOOLS_DIR=$(cd "$(dirname "$0")" && pwd)
 
 # The repository root on PYTHONPATH lets a source checkout run without
 # `pip install -e .`. exec: a signal to this script reaches torchrun, which
-# forwards it to every worker.
+# forwards it to every worker (on Ctrl-C or SIGTERM, training saves
+# interrupted_iter_N.pth and exits 130 / 143; continue with --resume).
 PYTHONPATH="$(dirname "$TOOLS_DIR")${PYTHONPATH:+:$PYTHONPATH}" \
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \

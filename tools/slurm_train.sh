@@ -12,6 +12,10 @@
 #   GRES=gpu:$GPUS_PER_NODE   srun --gres; GRES="" on a partition without
 #                    GPUs (the tasks then train on CPU with gloo)
 #   PYTHON=python    the interpreter on the nodes
+# scancel, preemption and the time limit send SIGTERM to every task: the
+# tasks agree on an iteration, save work_dir/interrupted_iter_N.pth and exit
+# 143; resubmit with --resume. SRUN_ARGS="--signal=TERM@120" asks for that
+# SIGTERM 120 s before the time limit.
 set -euo pipefail
 
 if [ $# -lt 4 ]; then

@@ -124,6 +124,7 @@ class DetEpochBasedTrainLoop(EpochBasedTrainLoop):
         if self._epoch == 0 or self._iter != self._epoch * len(
                 self.dataloader):
             return False
+        self._decide_current_val_interval()  # as after epoch _epoch
         validated = self.runner.message_hub.get_info('validated_epoch')
         return self._validation_due() and validated != self._epoch
 

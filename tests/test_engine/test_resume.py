@@ -207,3 +207,32 @@ def test_killed_run_resumes_bitwise_and_its_log_continues(killed_runs,
     else:
         assert 'Resumed at the end of epoch 2' in out
         assert first == {'toy/mean': first['toy/mean'], 'step': 2}
+
+
+def test_iteration_based_training_resumes_exactly(tmp_path):
+    """by_epoch=False (DetIterBasedTrainLoop): stopped after 4 of 8
+    iterations, resumed, equal to 8 straight (the main process is reseeded
+    per iteration, the data stream replayed)."""
+    common = dict(
+        train_dataloader=dict(
+            batch_size=2, num_workers=0,
+            dataset=dict(type='_EngineToyDataset', size=8),
+            sampler=dict(type='InfiniteSampler', shuffle=True, seed=0),
+            collate_fn=dict(type='default_collate')),
+        param_scheduler=[dict(type='LinearLR', start_factor=0.1,
+                              by_epoch=False, begin=0, end=6)],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook',
+                                           interval=4, by_epoch=False)))
+    first = _run(tmp_path / 'a', train_cfg=dict(by_epoch=False, max_iters=4),
+                 **common)
+    assert type(first.train_loop).__name__ == 'DetIterBasedTrainLoop'
+    resumed = _run(tmp_path / 'a', resume=True,
+                   train_cfg=dict(by_epoch=False, max_iters=8), **common)
+    straight = _run(tmp_path / 'b',
+                    train_cfg=dict(by_epoch=False, max_iters=8), **common)
+    assert resumed.iter == straight.iter == 8
+    for p, q in zip(resumed.model.parameters(), straight.model.parameters()):
+        assert torch.equal(p, q)
+    np.testing.assert_array_equal(
+        resumed.message_hub.get_scalar('train/loss').data[0],
+        straight.message_hub.get_scalar('train/loss').data[0])
