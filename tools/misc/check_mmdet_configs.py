@@ -12,7 +12,9 @@ With ``--compat-dir`` the model's state_dict must also hold exactly the
 keys, shapes and dtypes of ``DIR/<folder>/<config name>.txt`` (one
 ``key<TAB>shape<TAB>dtype`` line per tensor), as a checkpoint of that
 config does. It prints one row per config (builds / FAILS with the stage
-and the first line of the error) and exits with 1 if any fails.
+and the first line of the error) and exits with 1 if any fails; with
+``DETKIT_CONFIG_CHECK_TRACEBACK=1`` in the environment it also prints each
+failure's traceback.
 
 The checks live in ``detkit.utils.config_check`` (one config) and
 ``detkit.utils.config_tree`` (a tree); this file only parses.
