@@ -114,14 +114,20 @@ class DetRunner(Runner):
         checkpoint files removed and Ctrl-C / SIGTERM handled (see the
         module docstring)."""
         lock = self._lock_work_dir()
+        interrupts = next((hook for hook in self._hooks
+                           if isinstance(hook, InterruptCheckpointHook)),
+                          None)
+        if interrupts is None:
+            interrupts = InterruptCheckpointHook()
+            self.register_hook(interrupts)
         try:
             if is_main_process():
                 remove_stale_temporaries(self.work_dir, self.logger)
-            if not any(isinstance(hook, InterruptCheckpointHook)
-                       for hook in self._hooks):
-                self.register_hook(InterruptCheckpointHook())
             return super().train()
         finally:
+            # The caller's signal handlers are back however training ended
+            # (after_train does not run when it raised).
+            interrupts.recorder.uninstall()
             if lock is not None:
                 lock.release()
 

@@ -7,8 +7,12 @@ import time
 import pytest
 import torch
 from engine_toys import (assert_same_state, logged_scalars, start_train,
-                         straight_toy_run_once, wait_all, write_toy_config)
+                         straight_toy_run_once, toy_cfg, wait_all,
+                         write_toy_config)
+from mmengine.config import Config
+from mmengine.hooks import Hook
 
+from detkit.engine import DetRunner
 from detkit.engine.interrupts import DUPLICATE_WINDOW, SignalRecorder
 
 SIGNALS = {'SIGINT': 130, 'SIGTERM': 143}
@@ -90,6 +94,7 @@ def test_duplicate_signal_is_ignored_and_a_later_one_stops_at_once(
     now = [100.0]
     monkeypatch.setattr(time, 'monotonic', lambda: now[0])
     recorder = SignalRecorder()
+    before = signal.getsignal(signal.SIGINT)
     recorder.install()
     try:
         assert signal.getsignal(signal.SIGTERM) == recorder._record
@@ -104,10 +109,28 @@ def test_duplicate_signal_is_ignored_and_a_later_one_stops_at_once(
             recorder._record(signal.SIGINT, None)
         # The user's own handlers are back.
         assert not recorder.installed
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is before
     finally:
         recorder.uninstall()
     assert capsys.readouterr().out.count('SIGINT received') == 1
+
+
+def test_a_training_that_raises_gives_the_handlers_back(tmp_path):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(
+        signal.SIGTERM)
+
+    class Crash(Hook):
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            if runner.iter == 2:
+                raise RuntimeError('deliberate crash')
+
+    runner = DetRunner.from_cfg(Config(toy_cfg(tmp_path, max_epochs=1)))
+    runner.register_hook(Crash())
+    with pytest.raises(RuntimeError, match='deliberate crash'):
+        runner.train()
+    assert (signal.getsignal(signal.SIGINT),
+            signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_validation_interrupted_points_to_the_epoch_checkpoint(tmp_path):
