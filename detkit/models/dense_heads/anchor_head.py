@@ -134,14 +134,17 @@ class AnchorHead(BaseDenseHead):
 
     def use_as_rpn(self, rpn_loss_names: bool = True) -> None:
         """Serve as a region proposal network: class-agnostic targets and,
-        with ``rpn_loss_names``, losses named ``loss_rpn_*`` so that they
-        never clash with the RoI head's (RPNHead is both already; e.g.
-        mmdetection's FCOS-RPN Faster R-CNN uses an FCOS head)."""
+        with ``rpn_loss_names``, every loss name without ``rpn`` in it
+        prefixed with ``rpn_``, as mmdetection's two-stage detector renames
+        them (an FCOS head as RPN logs ``rpn_loss_cls``, ``rpn_loss_bbox``,
+        ``rpn_loss_centerness``), so that they never clash with the RoI
+        head's. RPNHead is both already (``loss_rpn_cls``,
+        ``loss_rpn_bbox``)."""
         self.class_agnostic = True
         if rpn_loss_names:
             self.loss_names = {
-                term: name if 'rpn' in name else name.replace(
-                    'loss_', 'loss_rpn_', 1)
+                term: name if 'rpn' in name or 'loss' not in name else
+                f'rpn_{name}'
                 for term, name in self.loss_names.items()
             }
 

@@ -3,7 +3,8 @@
 
 Training: the RPN head (class-agnostic targets, so the samples are passed
 as they are) returns its losses, named ``loss_rpn_cls`` / ``loss_rpn_bbox``
-by the head itself (``use_as_rpn`` at construction), plus proposals from the detached outputs of the same
+by RPNHead and ``rpn_`` + key by another dense head (``use_as_rpn`` at
+construction), plus proposals from the detached outputs of the same
 forward pass (``train_cfg.rpn_proposal``); the RoI head adds ``loss_cls``,
 ``acc`` and ``loss_bbox``. Inference: proposals with ``test_cfg.rpn`` in
 resized-image pixels, then detections with ``test_cfg.rcnn``, rescaled to
@@ -58,8 +59,8 @@ class TwoStageDetector(BaseDetector):
                 train_cfg=train_cfg.get('rpn') if train_cfg else None,
                 test_cfg=test_cfg.get('rpn') if test_cfg else None)
             self.rpn_head = MODELS.build(rpn_head)
-            # Whatever dense head is the RPN learns "object" and names its
-            # losses loss_rpn_* (RPNHead does both by itself).
+            # Whatever dense head is the RPN learns "object" and prefixes
+            # its loss names with rpn_ (RPNHead does both by itself).
             if hasattr(self.rpn_head, 'use_as_rpn'):
                 self.rpn_head.use_as_rpn()
         if roi_head is not None:

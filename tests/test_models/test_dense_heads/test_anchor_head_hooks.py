@@ -99,19 +99,23 @@ def test_use_as_rpn_makes_targets_class_agnostic_and_names_rpn_losses():
     before = head.loss(x, samples)
     head.use_as_rpn()
     after = head.loss(x, samples)
-    assert list(after) == ['loss_rpn_cls', 'loss_rpn_bbox',
-                           'loss_rpn_centerness']
+    # mmdetection's names for a dense head serving as RPN: 'rpn_' + key
+    assert list(after) == ['rpn_loss_cls', 'rpn_loss_bbox',
+                           'rpn_loss_centerness']
     # the same targets but label 0 instead of 1: another focal loss value,
     # the same box and centerness terms
-    assert after['loss_rpn_cls'].item() != before['loss_cls'].item()
-    assert torch.equal(after['loss_rpn_bbox'], before['loss_bbox'])
+    assert after['rpn_loss_cls'].item() != before['loss_cls'].item()
+    assert torch.equal(after['rpn_loss_bbox'], before['loss_bbox'])
     torch.manual_seed(0)
     zeroed = make_head()
     assert zeroed.loss(x, [sample([[-8., -8., 24., 24.]], [0])])[
-        'loss_cls'].item() == after['loss_rpn_cls'].item()
-    # names already about the RPN stay as they are
+        'loss_cls'].item() == after['rpn_loss_cls'].item()
+    # names already about the RPN stay as they are (RPNHead's too)
     head.use_as_rpn()
-    assert head.loss_names['cls'] == 'loss_rpn_cls'
+    assert head.loss_names['cls'] == 'rpn_loss_cls'
+    head.loss_names = dict(cls='loss_rpn_cls', bbox='loss_rpn_bbox')
+    head.use_as_rpn()
+    assert head.loss_names == dict(cls='loss_rpn_cls', bbox='loss_rpn_bbox')
 
 
 def test_score_factors_multiply_after_the_top_k():

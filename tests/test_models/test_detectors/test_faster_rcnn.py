@@ -146,7 +146,7 @@ def test_loss_keys_total_and_proposal_settings():
 def test_any_dense_head_serves_as_the_rpn_with_its_own_loss_names():
     # mmdetection's FCOS-RPN config puts a detection head in rpn_head: it
     # is made class-agnostic (labels 0 and 2 would not fit num_classes=1)
-    # and its losses are named loss_rpn_*
+    # and its losses are named 'rpn_' + key, as mmdetection names them
     torch.manual_seed(0)
     retina = dict(type='RetinaHead', in_channels=16, feat_channels=16,
                   stacked_convs=1,
@@ -158,7 +158,7 @@ def test_any_dense_head_serves_as_the_rpn_with_its_own_loss_names():
     assert model.rpn_head.class_agnostic
     data = batch(model)
     losses = model(**data, mode='loss')
-    assert list(losses) == ['loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls',
+    assert list(losses) == ['rpn_loss_cls', 'rpn_loss_bbox', 'loss_cls',
                             'acc', 'loss_bbox']
     assert all(torch.isfinite(v).all() for v in losses.values())
     # names that clash with the RoI head's are an error, not an overwrite
