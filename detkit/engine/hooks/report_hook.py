@@ -109,7 +109,8 @@ class ReportHook(Hook):
                               ground_truth(dataset), 'the evaluated results')
         checkpoint = runner.cfg.get('load_from')
         scalars = self.scalars
-        if mode == 'val':
+        training = isinstance(getattr(runner, '_train_loop', None), BaseLoop)
+        if mode == 'val' and training:
             checkpoint = (f'trained in this run ({runner.work_dir}, epoch '
                           f'{runner.epoch}, iteration {runner.iter})')
             # LoggerHook's log of this run, else the visualizer's.

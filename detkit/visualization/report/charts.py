@@ -117,7 +117,7 @@ def legend(items, x, y):
                      f'stroke="{color}" stroke-width="2.5"{dash}/>'
                      f'<text x="{x + 20}" y="{y + 3.5}" font-size="10" '
                      f'fill="{INK}">{escape(label)}</text>')
-        x += 30 + 5.6 * len(label)
+        x += 32 + 6.3 * len(label)
     return ''.join(parts)
 
 
