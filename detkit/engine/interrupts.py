@@ -35,8 +35,8 @@ import threading
 import time
 
 import torch
-from mmengine.dist import all_reduce, barrier, get_world_size, \
-    is_main_process
+from mmengine.dist import (all_reduce, barrier, get_world_size,
+                           is_main_process)
 from mmengine.hooks import Hook
 from mmengine.runner import EpochBasedTrainLoop
 
@@ -80,6 +80,7 @@ class SignalRecorder:
         if threading.current_thread() is not threading.main_thread():
             return
         self._announce = announce
+        self.signum = self._time = None
         for signum in STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._record)
 
@@ -94,7 +95,7 @@ class SignalRecorder:
             self.signum, self._time = signum, now
             if self._announce:
                 print(f'\n{signal.Signals(signum).name} received: training '
-                  'stops after this iteration and saves a checkpoint '
+                      'stops after this iteration and saves a checkpoint '
                       f'(again, after {DUPLICATE_WINDOW:.0f} s, to stop at '
                       'once without one).', flush=True)
         elif now - self._time > DUPLICATE_WINDOW:
@@ -167,11 +168,13 @@ class InterruptCheckpointHook(Hook):
         if osp.isfile(last):
             with open(last) as f:
                 pointer = f.read().strip()
+        then = (f'`--resume` continues from {pointer} (saved before '
+                'validation began) and validates that epoch first.'
+                if pointer else 'no checkpoint was saved yet, so `--resume` '
+                'starts from scratch.')
         self._stop(runner, signum,
                    f'Interrupted by {signal.Signals(signum).name} during the '
-                   f'validation after epoch {runner.epoch}: `--resume` '
-                   f'continues from {pointer} (saved before validation '
-                   'began) and validates that epoch first.')
+                   f'validation after epoch {runner.epoch}: {then}')
 
     def _agreed_signal(self):
         """The signal any rank recorded (the highest number if several),
