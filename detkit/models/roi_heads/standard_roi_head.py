@@ -23,9 +23,8 @@ the candidates (``priors``, ``gt_flags``) and ``feats``, so that a sampler
 that scores candidates before choosing (OHEM) can run
 ``context._bbox_forward(feats, rois)`` and
 ``context.bbox_head.loss(..., reduction_override='none')`` on them. It
-returns ``(pos_mask, neg_mask)`` ``(B, G + N)``, or with a third ``(B, G +
-N)`` tensor the order of the RoIs within each image's positives and
-negatives (OHEM: by descending loss, as mmdetection lists them).
+returns ``(pos_mask, neg_mask)`` ``(B, G + N)``; the RoI order is always
+the one of step 3 (mmdetection sorts OHEM's picks by index too).
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -144,14 +143,12 @@ class StandardRoIHead(BaseModule):
             assign, priors, priors_valid, gt_flags = prepend_gts(
                 assign, proposals, proposals_valid, gts.bboxes, gts.labels,
                 gts.valid)
-        # (pos_mask, neg_mask[, rank]); see BatchSamplingResult.
-        pos_mask, neg_mask, *rank = self.bbox_sampler.sample_batch(
+        pos_mask, neg_mask = self.bbox_sampler.sample_batch(
             assign, priors=priors, gt_flags=gt_flags, feats=feats)
         return BatchSamplingResult(
             priors, priors_valid, gt_flags, assign, pos_mask, neg_mask,
             gts.bboxes,
-            avg_factor_with_neg=self.bbox_sampler.avg_factor_with_neg,
-            rank=rank[0] if rank else None)
+            avg_factor_with_neg=self.bbox_sampler.avg_factor_with_neg)
 
     def loss(self, x: Tuple[Tensor], rpn_results_list: List[InstanceData],
              batch_data_samples) -> dict:

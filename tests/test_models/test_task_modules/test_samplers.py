@@ -280,11 +280,3 @@ def test_batch_result_roi_order_and_per_image_view():
     assert one.avg_factor == 2 and one.num_gts == 1
     with pytest.raises(IndexError, match='image 2'):
         res[2]
-    # a sampler's own order (e.g. OHEM's by loss) within positives and
-    # negatives: image 0's positives 0, 1, 2 ranked 2, 0, 1
-    rank = torch.tensor([[2., 0., 1., 0., 0.], [0., 0., 1., 0., 0.]])
-    ranked = BatchSamplingResult(cands, valid, gt_flags, extended, pos, neg,
-                                 gt_bboxes, rank=rank)
-    img, cand = ranked.roi_index()
-    assert list(zip(img.tolist(), cand.tolist())) == [
-        (0, 1), (0, 2), (0, 0), (0, 3), (1, 0), (1, 3), (1, 2)]

@@ -11,7 +11,7 @@ mmdetection selects. This per-image draw is the one Python loop over the
 images of a training step: the random stream has to be consumed image by
 image, in mmdetection's order.
 """
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from torch import Tensor
@@ -29,6 +29,33 @@ def _random_subset(mask: Tensor, num: int) -> Tensor:
     subset = torch.zeros_like(mask)
     subset[candidates[perm]] = True
     return subset
+
+
+def oversubscribed(pos_mask: Tensor, neg_mask: Tensor, num: int,
+                   pos_fraction: float, neg_pos_ub: float
+                   ) -> List[Tuple[int, bool, int, int]]:
+    """Which candidates a batch must choose among: ``(img, negative,
+    num_candidates, num_wanted)`` for every image whose positives (or
+    negatives) outnumber the wanted count, image by image, positives
+    first (mmdetection's order). ``pos_mask``, ``neg_mask``: ``(B, N)``
+    bool candidates. The negatives wanted are ``num - min(#pos, wanted
+    positives)``, capped by ``neg_pos_ub``; one host sync for the counts.
+    """
+    num_expected_pos = int(num * pos_fraction)
+    pos_counts = pos_mask.sum(1).tolist()
+    neg_counts = neg_mask.sum(1).tolist()
+    groups = []
+    for img, (num_pos, num_neg) in enumerate(zip(pos_counts, neg_counts)):
+        if num_pos > num_expected_pos:
+            groups.append((img, False, num_pos, num_expected_pos))
+            num_pos = num_expected_pos
+        num_expected_neg = num - num_pos
+        if neg_pos_ub >= 0:
+            num_expected_neg = min(num_expected_neg,
+                                   int(neg_pos_ub * max(1, num_pos)))
+        if num_neg > num_expected_neg:
+            groups.append((img, True, num_neg, num_expected_neg))
+    return groups
 
 
 @TASK_UTILS.register_module()
@@ -76,23 +103,13 @@ class RandomSampler:
         if not batched:
             gt_inds = gt_inds[None]
         pos_mask, neg_mask = gt_inds > 0, gt_inds == 0
-        num_expected_pos = int(self.num * self.pos_fraction)
-        # One host sync for the counts; randperm runs only for images
-        # with more candidates than wanted, in mmdetection's order.
-        pos_counts = pos_mask.sum(1).tolist()
-        neg_counts = neg_mask.sum(1).tolist()
-        for img, (num_pos, num_neg) in enumerate(zip(pos_counts, neg_counts)):
-            if num_pos > num_expected_pos:
-                pos_mask[img] = _random_subset(pos_mask[img],
-                                               num_expected_pos)
-                num_pos = num_expected_pos
-            num_expected_neg = self.num - num_pos
-            if self.neg_pos_ub >= 0:
-                num_expected_neg = min(num_expected_neg,
-                                       int(self.neg_pos_ub * max(1, num_pos)))
-            if num_neg > num_expected_neg:
-                neg_mask[img] = _random_subset(neg_mask[img],
-                                               num_expected_neg)
+        # randperm runs only for images with more candidates than wanted,
+        # in mmdetection's order.
+        for img, negative, _, num_wanted in oversubscribed(
+                pos_mask, neg_mask, self.num, self.pos_fraction,
+                self.neg_pos_ub):
+            mask = neg_mask if negative else pos_mask
+            mask[img] = _random_subset(mask[img], num_wanted)
         if not batched:
             return pos_mask[0], neg_mask[0]
         return pos_mask, neg_mask
@@ -115,14 +132,17 @@ class RandomSampler:
                 modified (mmdetection extends it in place).
             pred_instances: ``.priors (N, 4)``.
             gt_instances: ``.bboxes (G, 4)``, ``.labels (G,)``.
+            **kwargs: passed on to ``sample_batch`` with the candidates
+                (OHEM needs ``feats``: per level ``(1, C, H, W)``).
 
         Returns:
             :class:`SamplingResult`; with ``add_gt_as_proposals`` its
             indices refer to ``[ground truths ; priors]``.
         """
         if assign_result.is_batched:
-            raise ValueError('RandomSampler.sample takes a single-image '
-                             'AssignResult; use sample_batch for a batch')
+            raise ValueError(f'{type(self).__name__}.sample takes a '
+                             'single-image AssignResult; use sample_batch '
+                             'for a batch')
         priors = pred_instances.priors
         if priors.dim() < 2:
             priors = priors[None, :]
@@ -134,7 +154,8 @@ class RandomSampler:
             assign, candidates, _, gt_flags = prepend_gts(
                 assign, candidates[..., :4], valid, gt_bboxes[None],
                 gt_instances.labels[None], gt_valid)
-        pos_mask, neg_mask = self.sample_batch(assign)
+        pos_mask, neg_mask = self.sample_batch(
+            assign, priors=candidates, gt_flags=gt_flags, **kwargs)
         return SamplingResult(
             pos_inds=pos_mask[0].nonzero(as_tuple=True)[0],
             neg_inds=neg_mask[0].nonzero(as_tuple=True)[0],

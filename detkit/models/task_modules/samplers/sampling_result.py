@@ -13,7 +13,7 @@ The sampled RoIs of the batch are, image after image, the image's
 positives then its negatives, each in ascending candidate index
 (:meth:`BatchSamplingResult.roi_index`). See docs/sampling.md.
 """
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor
@@ -59,18 +59,13 @@ class BatchSamplingResult:
         gt_bboxes: ``(B, G, 4)`` padded ground truths (``gt_inds - 1``
             indexes them).
         avg_factor_with_neg: the sampler normalises by positives and
-            negatives (RandomSampler) or by positives only.
-        rank: optional ``(B, M)`` order of the sampled candidates within
-            their image's positives and negatives (a sampler that picks
-            in another order, such as OHEM by loss, keeps it this way);
-            None: ascending candidate index.
+            negatives (RandomSampler, OHEMSampler) or by positives only.
     """
 
     def __init__(self, priors: Tensor, priors_valid: Tensor,
                  gt_flags: Tensor, assign_result: AssignResult,
                  pos_mask: Tensor, neg_mask: Tensor, gt_bboxes: Tensor,
-                 avg_factor_with_neg: bool = True,
-                 rank: Optional[Tensor] = None):
+                 avg_factor_with_neg: bool = True):
         self.priors = priors
         self.priors_valid = priors_valid
         self.gt_flags = gt_flags
@@ -79,21 +74,16 @@ class BatchSamplingResult:
         self.neg_mask = neg_mask
         self.gt_bboxes = gt_bboxes
         self.avg_factor_with_neg = avg_factor_with_neg
-        self.rank = rank
         self._roi_index = None
 
     def roi_index(self) -> Tuple[Tensor, Tensor]:
         """``(img (R,), candidate (R,))`` of the sampled RoIs in RoI order:
         per image its positives then its negatives, each ascending by
-        candidate index (or by ``rank``), images in batch order — one
-        stable sort of the row-major sampled entries by ``2 * img +
-        is_negative``."""
+        candidate index, images in batch order — one stable sort of the
+        row-major sampled entries by ``2 * img + is_negative``."""
         if self._roi_index is None:
             img, cand = (self.pos_mask | self.neg_mask).nonzero(
                 as_tuple=True)
-            if self.rank is not None:
-                by_rank = self.rank[img, cand].argsort(stable=True)
-                img, cand = img[by_rank], cand[by_rank]
             key = img * 2 + self.neg_mask[img, cand]
             order = key.argsort(stable=True)
             self._roi_index = (img[order], cand[order])
