@@ -18,7 +18,9 @@ def check_num_classes(model, classes, where: str) -> None:
     """Raise ``ValueError`` naming the config key when a head's
     ``num_classes`` differs from ``len(classes)``.
 
-    Region-proposal heads (class-agnostic, one class) are skipped.
+    Region-proposal heads (class-agnostic, one class) are skipped: an
+    RPNHead, and whatever head is a two-stage detector's ``rpn_head`` (an
+    FCOS head in the FCOS-RPN config; mmdetection skips it by that name).
     """
     if classes is None:
         return
@@ -32,7 +34,8 @@ def check_num_classes(model, classes, where: str) -> None:
     for name, module in model.named_modules():
         num_classes = getattr(module, 'num_classes', None)
         if (not name or not isinstance(num_classes, int)
-                or type(module).__name__ == 'RPNHead'):
+                or type(module).__name__ == 'RPNHead'
+                or name.endswith('rpn_head')):
             continue
         if num_classes != len(classes):
             raise ValueError(
