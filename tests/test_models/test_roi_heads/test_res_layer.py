@@ -27,7 +27,8 @@ def one_thread():
 
 
 def test_keys_and_shapes_equal_mmdetections_c4_model():
-    compat = read_compat('configs/faster_rcnn/faster-rcnn_r50-caffe_c4-1x_coco')
+    compat = read_compat(
+        'configs/faster_rcnn/faster-rcnn_r50-caffe_c4-1x_coco')
     prefix = 'roi_head.shared_head.'
     expected = {k[len(prefix):]: v for k, v in compat.items()
                 if k.startswith(prefix)}
