@@ -43,13 +43,14 @@ from .fcos_head import centerness_target, conv_tower
 
 @MODELS.register_module()
 class ATSSHead(AnchorHead):
-    """ATSS head with mmdetection's arguments, defaults and layer names
-    (``cls_convs``, ``reg_convs``, ``atss_cls``, ``atss_reg``,
-    ``atss_centerness``, ``scales``).
+    """Two GN towers shared by the levels, then ``atss_cls`` (A * C),
+    ``atss_reg`` (A * 4 deltas) and ``atss_centerness`` (A logits, from the
+    regression tower), and one ``Scale`` per level on the deltas: the
+    arguments, defaults and state_dict names of mmdetection's ATSSHead.
 
     Args:
-        num_classes: foreground classes (sigmoid scores).
-        in_channels: channels of every FPN level.
+        num_classes: number of object classes (one sigmoid each).
+        in_channels: input channels, the same on all levels.
         pred_kernel_size: kernel of the three output convs.
         stacked_convs: depth of each tower.
         conv_cfg, norm_cfg: of the tower convs (GN by default).
