@@ -1,7 +1,7 @@
 """Do mmdetection's config files build in detkit as they are?
 
     python tools/misc/check_mmdet_configs.py PATH_TO_MMDET_CONFIGS \
-        [--folders retinanet ssd rpn faster_rcnn] [--compat-dir DIR]
+        [--folders retinanet ssd rpn faster_rcnn fcos atss] [--compat-dir DIR]
 
 For each config under PATH (mmdetection's ``configs/`` folder, one method
 folder, or one file) it builds the model (on the meta device: no memory,
@@ -12,7 +12,8 @@ With ``--compat-dir`` the model's state_dict must also hold exactly the
 keys, shapes and dtypes of ``DIR/<folder>/<config name>.txt`` (one
 ``key<TAB>shape<TAB>dtype`` line per tensor), as a checkpoint of that
 config does. It prints one row per config (builds / FAILS with the stage
-and the first line of the error) and exits with 1 if any fails; with
+and the first line of the error; refused: a model detkit declines by
+design, such as DCN, with the reason) and exits with 1 if any fails; with
 ``DETKIT_CONFIG_CHECK_TRACEBACK=1`` in the environment it also prints each
 failure's traceback.
 
@@ -34,7 +35,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--folders', nargs='+',
         help='method folders under PATH to check (default: retinanet ssd '
-        'rpn faster_rcnn where present, else every folder)')
+        'rpn faster_rcnn fcos atss where present, else every folder)')
     parser.add_argument(
         '--compat-dir',
         help='key lists: DIR/<folder>/<config>.txt, compared with each '
