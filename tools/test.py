@@ -3,8 +3,13 @@
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out out.pkl]
         [--report report.html] [--show] [--show-dir DIR] [--wait-time SECONDS]
         [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
-        [--fuse-conv-bn] [--channels-last] [--allow-partial-checkpoint]
+        [--fuse-conv-bn] [--no-channels-last] [--allow-partial-checkpoint]
         [--tta]
+
+The model runs in channels-last memory format unless --no-channels-last
+(or the config's ``channels_last=False``): the same metrics up to float
+rounding, faster; NCHW is the layout whose arithmetic is mmdetection's bit
+for bit (detkit.engine.speedups).
 
 The config handling lives in detkit.engine.launch (and, for --tta,
 detkit.models.test_time_augs.enable_tta); this file only parses.
@@ -19,7 +24,7 @@ from detkit.engine.launch import (add_common_args, add_dump_results,
 
 
 class InferenceSpeedupHook(Hook):
-    """Fold BatchNorm into convs and/or switch to channels-last once the
+    """Fold BatchNorm into convs (and keep channels-last) once the
     checkpoint is loaded, before testing (see
     ``detkit.apis.optimize_for_inference``)."""
 
@@ -76,9 +81,11 @@ def parse_args(argv=None):
         "model's weights (the rest keep random initial values); refused "
         'by default')
     parser.add_argument(
-        '--channels-last', action='store_true',
+        '--channels-last', action=argparse.BooleanOptionalAction,
+        default=None,
         help='channels-last memory format (faster convs on CPU/oneDNN and '
-        'tensor-core GPUs)')
+        'tensor-core GPUs; the default, or the config\'s channels_last). '
+        '--no-channels-last: NCHW, mmdetection\'s arithmetic bit for bit')
     add_common_args(parser)
     return parser, parser.parse_args(argv)
 
@@ -98,10 +105,13 @@ def main(argv=None):
             enable_tta(cfg)
     except FileNotFoundError as err:
         parser.error(str(err))
+    if args.channels_last is not None:
+        cfg.channels_last = args.channels_last
     runner = build_runner(cfg)
-    if args.fuse_conv_bn or args.channels_last:
+    if args.fuse_conv_bn:
+        from detkit.engine import channels_last_enabled
         runner.register_hook(
-            InferenceSpeedupHook(args.fuse_conv_bn, args.channels_last))
+            InferenceSpeedupHook(True, channels_last_enabled(cfg)))
     if args.out is not None:
         add_dump_results(runner, args.out)
     if args.report is not None:

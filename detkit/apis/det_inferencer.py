@@ -201,9 +201,9 @@ class DetInferencer:
             R50-FPN's CPU time by 22% (4.52 s -> 3.52 s at 800x1333) with
             the same detections up to float rounding
             (benchmarks/README.md). ``init_detector`` and
-            ``tools/test.py`` keep them off by default, because their model
-            may be saved, trained or evaluated against mmdetection's
-            numbers.
+            ``tools/test.py`` use channels-last by default too but do not
+            fold BatchNorm, because their model may be saved or trained
+            further (a folded model has no norm weights).
 
     Example::
 

@@ -33,7 +33,7 @@ def init_detector(config,
                   device: str = 'cpu',
                   cfg_options: Optional[dict] = None,
                   fuse_conv_bn: bool = False,
-                  channels_last: bool = False,
+                  channels_last: bool = True,
                   allow_partial: bool = False):
     """A detector in eval mode on ``device``, ready for
     :func:`inference_detector`.
@@ -56,7 +56,10 @@ def init_detector(config,
             lacks the norm keys and it must not be trained further.
         channels_last: store conv weights (and so activations) in
             channels-last memory format, which oneDNN's CPU convolutions
-            and cuDNN's tensor-core kernels prefer.
+            and cuDNN's tensor-core kernels prefer (on by default: the
+            same predictions up to float rounding, COCO mAP the same to 3
+            decimals). ``channels_last=False`` keeps NCHW, whose
+            arithmetic is mmdetection's bit for bit.
         allow_partial: use a checkpoint even when it holds fewer than half
             of the model's weights (the others keep their random initial
             values). By default such a checkpoint (another model's file, an

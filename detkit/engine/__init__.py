@@ -15,6 +15,8 @@ from .message_hub_state import message_hub_from_plain, message_hub_to_plain
 from .plain_data import to_plain
 from .runner import DetRunner
 from .safe_unpickler import NeutralisedObject, RestrictedPickleModule
+from .speedups import (channels_last_enabled, foreach_optim_wrapper_cfg,
+                       set_memory_format, training_speedups)
 
 __all__ = [
     'DetRunner', 'DetCheckpointHook', 'BrokenImageReportHook',
@@ -22,5 +24,6 @@ __all__ = [
     'load_state_dict', 'save_checkpoint_file', 'atomic_write', 'to_plain',
     'LoadReport', 'NeutralisedObjectsWarning', 'NeutralisedObject',
     'RestrictedPickleModule', 'message_hub_to_plain', 'message_hub_from_plain',
-    'DetDistributedDataParallel'
+    'DetDistributedDataParallel', 'channels_last_enabled',
+    'foreach_optim_wrapper_cfg', 'set_memory_format', 'training_speedups'
 ]

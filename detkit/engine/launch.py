@@ -177,7 +177,7 @@ KNOWN_TOP_LEVEL_KEYS = (
     'log_level', 'visualizer', 'default_scope', 'randomness',
     'model_wrapper_cfg', 'find_unused_parameters', 'sync_bn', 'compile',
     'runner_type', 'custom_imports', 'strategy', 'tta_model', 'tta_pipeline',
-    'activation_checkpointing', 'efficient_conv_bn_eval')
+    'activation_checkpointing', 'efficient_conv_bn_eval', 'channels_last')
 
 
 class ConfigOverrideError(KeyError):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from toolbox_toys import REPO_ROOT, run_tool, tiny_setup  # noqa: F401
 
 TOOL = run_tool('tools', 'analysis_tools', 'benchmark.py')
@@ -118,3 +119,79 @@ def test_launcher_pytorch_splits_the_data_between_processes(
                         '--num-warmup', '1', cwd=tmp_path)
     assert rc == 0, log
     assert '[inference] repeat 1/1' in log
+
+
+def test_train_task_runs_the_config_and_splits_data_and_step(
+        tiny_setup, tmp_path):  # noqa: F811
+    """--task train: max_iter real training iterations through DetRunner;
+    the figures after the warm-up add up (images/s = images / (data +
+    step)), and the model's weights moved."""
+    seen = {}
+    import detkit.engine
+    real = detkit.engine.DetRunner.train
+
+    def spying_train(runner):
+        model = runner.model
+        seen['before'] = {k: v.clone() for k, v in model.state_dict().items()}
+        out = real(runner)
+        seen['after'] = model.state_dict()
+        seen['iter'] = runner.iter
+        return out
+
+    detkit.engine.DetRunner.train = spying_train
+    try:
+        out = tmp_path / 'train.json'
+        result, = TOOL['main']([tiny_setup['cfg_file'], '--task', 'train',
+                                '--max-iter', '5', '--num-warmup', '2',
+                                '--work-dir', str(tmp_path / 'work'),
+                                '--out', str(out)])
+    finally:
+        detkit.engine.DetRunner.train = real
+    assert seen['iter'] == 5 and result['total_iters'] == 5
+    assert result['iters'] == len(result['step_times']) == 3
+    assert len(result['data_times']) == 3
+    busy = sum(result['step_times']) + sum(result['data_times'])
+    assert result['images_per_second'] == pytest.approx(2 * 3 / busy)
+    assert result['data_share'] == pytest.approx(
+        sum(result['data_times']) / busy)
+    assert result['median_step_time'] == statistics.median(
+        result['step_times'])
+    assert result['val_seconds'] == 0  # no validation in the timed run
+    moved = [k for k in seen['before']
+             if not torch.equal(seen['before'][k], seen['after'][k])]
+    assert 'bbox_head.retina_cls.weight' in moved
+    assert json.loads(out.read_text())['results'][0]['iters'] == 3
+    with pytest.raises(ValueError, match='times inference only'):
+        TOOL['benchmark'](TOOL['_load_cfg'](tiny_setup['cfg_file']),
+                          task='train', backend='onnxruntime')
+
+
+def test_onnxruntime_backend_predicts_what_pytorch_predicts(
+        tiny_setup):  # noqa: F811
+    """--backend onnxruntime: the exported graph's test_step gives the
+    PyTorch model's detections on the config's test images (same labels,
+    scores to 1e-5, boxes to 1e-3 px), and is timed like inference."""
+    pytest.importorskip('onnxruntime', reason='onnxruntime is optional '
+                        '(requirements/optional.txt)')
+    from mmengine.runner import Runner
+    cfg = TOOL['_load_cfg'](tiny_setup['cfg_file'])
+    model, detector = TOOL['_ort_detector'](cfg, tiny_setup['ckpt'],
+                                            threads=1)
+    loader = Runner.build_dataloader(
+        TOOL['_dataloader_cfg'](cfg, 'test', 1, 0))
+    compared = 0
+    for batch in loader:
+        with torch.no_grad():
+            expected = model.test_step(batch)[0].pred_instances
+        got = detector.test_step(batch)[0].pred_instances
+        assert torch.equal(got.labels, expected.labels)
+        torch.testing.assert_close(got.scores, expected.scores, rtol=0,
+                                   atol=1e-5)
+        torch.testing.assert_close(got.bboxes, expected.bboxes, rtol=0,
+                                   atol=1e-3)
+        compared += len(expected)
+    assert compared > 10
+    result, = TOOL['main']([tiny_setup['cfg_file'], tiny_setup['ckpt'],
+                            '--backend', 'onnxruntime', '--max-iter', '3',
+                            '--num-warmup', '1'])
+    assert result['iters'] == 2

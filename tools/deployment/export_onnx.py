@@ -215,6 +215,64 @@ def verify(wrapper, out_file, shape):
                for g, e in zip(got[:2], expected[:2]))
 
 
+def test_input_shape(cfg, default=(800, 1333)):
+    """``(H, W)`` of the config's test images after its ``Resize``
+    (``scale=(w, h)``), to trace a ``--dynamic`` graph at a typical size."""
+    loader = cfg.get('test_dataloader') or cfg.get('val_dataloader') or {}
+    dataset = loader.get('dataset', {})
+    while 'dataset' in dataset:  # wrappers
+        dataset = dataset['dataset']
+    for step in dataset.get('pipeline', []):
+        scale = step.get('scale')
+        if step.get('type') == 'Resize' and scale is not None:
+            w, h = (scale, scale) if isinstance(scale, int) else scale
+            return (min(h, w), max(h, w)) if step.get('keep_ratio') else \
+                (h, w)
+    return default
+
+
+class ORTDetector:
+    """An exported graph in onnxruntime's CPU session, with the
+    ``test_step`` of a detector: it takes the test pipeline's batch
+    (``inputs``: uint8 ``(3, H, W)`` BGR images, ``data_samples`` with
+    ``scale_factor``) and returns the data samples with ``pred_instances``
+    (``bboxes`` in original-image pixels, ``scores``, ``labels``), one
+    image per ``session.run``.
+
+    Args:
+        onnx_file: the export of :func:`export` (``--dynamic`` for test
+            images of varying size).
+        threads: onnxruntime's intra-op threads (None: its default, one
+            per core); inter-op parallelism is off, as in torch.
+    """
+
+    def __init__(self, onnx_file, threads=None):
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(
+            onnx_file, options, providers=['CPUExecutionProvider'])
+
+    def test_step(self, data):
+        import numpy as np
+        from mmengine.structures import InstanceData
+        samples = data['data_samples']
+        for image, sample in zip(data['inputs'], samples):
+            feed = dict(
+                input=image[None].float().numpy(),
+                scale_factor=np.asarray(sample.metainfo['scale_factor'],
+                                        dtype=np.float32))
+            boxes, scores, labels = self.session.run(None, feed)
+            sample.pred_instances = InstanceData(
+                bboxes=torch.from_numpy(boxes),
+                scores=torch.from_numpy(scores),
+                labels=torch.from_numpy(labels))
+        return samples
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Export to ONNX')
     parser.add_argument('config', help='config file')
