@@ -62,8 +62,13 @@ def test_every_reference_config_builds_and_matches_its_key_list():
                                   key_list_for(compat, rel), rel))
         for rel in find_configs(root, DEFAULT_FOLDERS)
     ]
-    print(f'\n{root}:\n{format_table(results)}')
+    table = format_table(results)
+    print(f'\n{root}:\n{table}')
     assert [r.config for r in results if is_refused(r)] == REFUSED
+    refused_row, = [line for line in table.splitlines()
+                    if line.startswith(REFUSED[0])]
+    assert refused_row.split()[1] == 'refused' and 'dcn' in refused_row
+    assert table.splitlines()[-1].endswith('; 1 refused; 1 skipped')
     refusal = [r.skipped for r in results if is_refused(r)][0]
     assert refusal.startswith('refused: ResNet: dcn') and \
         'compiled ops' in refusal

@@ -234,3 +234,20 @@ def test_bf16_outputs_decode_in_float32():
     assert got.bboxes.dtype == torch.float32 and len(got) > 0
     assert torch.equal(got.bboxes, want.bboxes)
     assert torch.equal(got.scores, want.scores)
+
+
+def test_normalisers_are_averaged_over_ranks(monkeypatch):
+    # reduce_mean stands in for a second rank: avg_factor and the
+    # centerness sum are averaged with that rank's 5 and 3.4
+    import detkit.models.dense_heads.atss_head as atss_module
+    others = iter([5., 3.4])
+    monkeypatch.setattr(atss_module, 'reduce_mean',
+                        lambda t: (t + next(others)) / 2)
+    head = make_head()
+    anchors, valid, counts = head.get_priors([(2, 2)], [META], 'cpu')
+    targets = head.get_targets(anchors, valid, pad_gts([gt([BOX], [1])]),
+                               [META], counts)
+    ct = math.sqrt(8 / 8 * 6 / 8)
+    assert targets['avg_factor'] == (1 + 5) / 2
+    assert targets['bbox_avg_factor'] == pytest.approx((ct + 3.4) / 2,
+                                                       rel=1e-6)

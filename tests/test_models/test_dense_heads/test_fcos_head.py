@@ -390,3 +390,26 @@ def test_bf16_outputs_decode_in_float32():
     assert got.bboxes.dtype == torch.float32 and len(got) > 10
     assert torch.equal(got.bboxes, want.bboxes)
     assert torch.equal(got.scores, want.scores)
+
+
+def test_normalisers_are_averaged_over_ranks(monkeypatch):
+    # docs/fcos.md: 2 GPUs seeing 30 and 50 positives divide by 40. Here
+    # this rank has 25 positives and reduce_mean stands in for the other
+    # rank: it returns the mean of this rank's value and a fixed other one.
+    import detkit.models.dense_heads.fcos_head as fcos_module
+    seen = []
+
+    def two_rank_mean(tensor):
+        other = {0: 55., 1: 3.}[len(seen)]  # positives, centerness sum
+        seen.append(tensor.item())
+        return (tensor + other) / 2
+
+    monkeypatch.setattr(fcos_module, 'reduce_mean', two_rank_mean)
+    targets, _, _ = targets_of(make_head(), [gt([[0, 0, 40, 40]])])
+    num_pos, ct_sum = seen
+    assert num_pos == 25
+    assert targets['avg_factor'] == (25 + 55) / 2
+    assert ct_sum == pytest.approx(
+        targets['centerness_targets'].sum().item(), rel=1e-6)
+    assert targets['centerness_denorm'] == pytest.approx((ct_sum + 3) / 2,
+                                                         rel=1e-6)
