@@ -83,6 +83,9 @@ def test_loss_predict_and_tensor_modes():
         (16, 20), (8, 10), (4, 5), (2, 3), (1, 2)]
     assert cls_scores[0].shape[1] == 3 and bbox_preds[0].shape[1] == 4
     assert centernesses[0].shape[1] == 1
+    # every class starts at probability 0.01 (bias -log(99))
+    assert torch.allclose(model.bbox_head.atss_cls.bias,
+                          torch.tensor(-4.59512), atol=1e-5)
     model.eval()
     with torch.no_grad():
         model.bbox_head.atss_cls.bias.fill_(0.)  # scores ~0.5: boxes

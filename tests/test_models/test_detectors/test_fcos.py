@@ -100,6 +100,9 @@ def test_loss_predict_and_tensor_modes():
     assert centernesses[0].shape[1] == 1
     # exp of the scaled regression: positive distances
     assert all(bool((b > 0).all()) for b in bbox_preds)
+    # every class starts at probability 0.01 (bias -log(99))
+    assert torch.allclose(model.bbox_head.conv_cls.bias,
+                          torch.tensor(-4.59512), atol=1e-5)
     model.eval()
     with torch.no_grad():
         model.bbox_head.conv_cls.bias.fill_(0.)  # scores ~0.5: boxes
