@@ -60,8 +60,8 @@ def centerness_target(distances: Tensor) -> Tensor:
         (top_bottom.min(-1)[0] / top_bottom.max(-1)[0]))
 
 
-def fcos_targets(points: Tensor, regress_ranges: Tensor, radii: Optional[Tensor],
-                 gts: PaddedGts, num_classes: int):
+def fcos_targets(points: Tensor, regress_ranges: Tensor,
+                 radii: Optional[Tensor], gts: PaddedGts, num_classes: int):
     """FCOS's target rule for a batch: labels and distances of every point.
 
     For point ``p`` and ground truth ``g`` with ``(l, t, r, b)`` the
