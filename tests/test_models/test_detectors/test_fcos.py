@@ -170,3 +170,10 @@ def _priors(head, x, samples):
                                             metas, x[0].device)
     return (priors, valid, pad_gts([s.gt_instances for s in samples]),
             metas, counts)
+
+
+def test_det_inferencer_finds_the_configs_by_name():
+    from detkit.apis.det_inferencer import resolve_config
+    assert resolve_config('fcos_r50-caffe_fpn_gn-head_1x_coco').model.type \
+        == 'FCOS'
+    assert resolve_config('atss_r50_fpn_1x_coco').model.type == 'ATSS'
