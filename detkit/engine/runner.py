@@ -128,6 +128,19 @@ class DetRunner(Runner):
         return super().build_optim_wrapper(
             foreach_optim_wrapper_cfg(optim_wrapper))
 
+    @staticmethod
+    def build_dataloader(dataloader, seed=None, diff_rank_seed=False):
+        """mmengine's, with ``pin_memory`` on exactly when CUDA is
+        available (unless the config turns it off) and OpenCV
+        single-threaded in every worker (:mod:`detkit.datasets.workers`).
+        """
+        from detkit.datasets.workers import (resolve_pin_memory,
+                                             with_worker_init)
+        if isinstance(dataloader, dict):
+            dataloader = resolve_pin_memory(dataloader)
+        return with_worker_init(
+            Runner.build_dataloader(dataloader, seed, diff_rank_seed))
+
     def build_train_loop(self, loop):
         """mmengine's, with the training data drawn from per-sample seeds
         (:mod:`.seeded_data`): a resumed run sees the same augmentations

@@ -269,7 +269,8 @@ def benchmark(cfg, checkpoint=None, task='inference', dataset_type='test',
     one :meth:`TrainTiming.summary` dict per repeat."""
     from mmengine.dist import get_dist_info
     from mmengine.registry import init_default_scope
-    from mmengine.runner import Runner
+
+    from detkit.engine import DetRunner
     init_default_scope(cfg.default_scope)
     rank, world_size = get_dist_info()
     if task == 'inference' and world_size > 1:
@@ -304,7 +305,9 @@ def benchmark(cfg, checkpoint=None, task='inference', dataset_type='test',
     if task == 'inference' and batch_size is None:
         batch_size = 1
     loader_cfg = _dataloader_cfg(cfg, dataset_type, batch_size, num_workers)
-    dataloader = Runner.build_dataloader(loader_cfg)
+    # DetRunner's: the loader the runner trains with (pin_memory only with
+    # CUDA, OpenCV single-threaded in the workers).
+    dataloader = DetRunner.build_dataloader(loader_cfg)
     if task == 'dataloader':
         step = lambda batch: None  # noqa: E731  (only loading is timed)
     elif task == 'inference' and backend == 'onnxruntime':

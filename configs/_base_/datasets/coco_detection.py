@@ -20,6 +20,9 @@ test_pipeline = [
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                    'scale_factor'))
 ]
+# Loader settings are mmdetection's (2 workers, persistent). DetRunner adds
+# pin_memory=True when CUDA is available (off otherwise) and runs OpenCV
+# single-threaded in every worker (detkit/datasets/workers.py).
 train_dataloader = dict(
     batch_size=2,
     num_workers=2,
