@@ -45,8 +45,9 @@ def pad_boxes(boxes: Sequence[Tensor], device) -> Tuple[Tensor, Tensor]:
     to the largest count ``G`` (0 when every image has none), and their
     ``(B, G)`` bool validity."""
     boxes = [b.to(device=device, dtype=torch.float32) for b in boxes]
-    counts = torch.tensor([len(b) for b in boxes], device=device)
-    num = int(counts.max()) if len(boxes) else 0
+    sizes = [len(b) for b in boxes]
+    counts = torch.tensor(sizes, device=device)
+    num = max(sizes, default=0)  # from the host's own numbers: no sync
     padded = pad_sequence(boxes, batch_first=True) if num else \
         torch.zeros((len(boxes), 0, 4), device=device)
     valid = torch.arange(num, device=device)[None, :] < counts[:, None]
@@ -143,12 +144,16 @@ def sampled_targets(priors: Tensor,
         ``bbox_targets (B, N, 4)``, ``bbox_weights (B, N, 4)``.
     """
     num_imgs, num_priors = pos_mask.shape
+    # Elementwise selections (no boolean indexing, so no host sync).
     labels = priors.new_full((num_imgs, num_priors), num_classes,
                              dtype=torch.long)
-    labels[pos_mask] = 0 if class_agnostic else assign_result.labels[pos_mask]
+    if class_agnostic:
+        labels.masked_fill_(pos_mask, 0)
+    else:
+        labels = torch.where(pos_mask, assign_result.labels, labels)
     label_weights = (pos_mask | neg_mask).to(priors.dtype)
     if pos_weight > 0:
-        label_weights[pos_mask] = pos_weight
+        label_weights.masked_fill_(pos_mask, pos_weight)
 
     bbox_targets = priors.new_zeros((num_imgs, num_priors, 4))
     bbox_weights = priors.new_zeros((num_imgs, num_priors, 4))

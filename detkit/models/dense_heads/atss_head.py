@@ -152,8 +152,8 @@ class ATSSHead(AnchorHead):
         centerness_targets[img, idx] = pos_centerness
         device = priors.device
         avg_factor = reduce_mean(
-            torch.tensor(targets['avg_factor'], dtype=torch.float,
-                         device=device)).item()
+            torch.as_tensor(targets['avg_factor'], dtype=torch.float,
+                            device=device)).item()
         bbox_avg_factor = reduce_mean(
             pos_centerness.sum()).clamp_(min=1).item()
         targets.update(centerness_targets=centerness_targets,

@@ -39,7 +39,9 @@ def cross_entropy(pred: Tensor,
         reduction='none',
         ignore_index=ignore_index)
     if avg_factor is None and avg_non_ignore and reduction == 'mean':
-        avg_factor = label.numel() - (label == ignore_index).sum().item()
+        # A 0-d tensor: no host sync, and the same quotient as the count
+        # as a Python number.
+        avg_factor = label.numel() - (label == ignore_index).sum()
     if weight is not None:
         weight = weight.float()
     return weight_reduce_loss(loss, weight, reduction, avg_factor)
@@ -52,8 +54,10 @@ def _expand_onehot_labels(labels: Tensor, label_weights: Optional[Tensor],
     valid = (labels >= 0) & (labels != ignore_index)
     in_range = valid & (labels < label_channels)
     bin_labels = labels.new_zeros((labels.size(0), label_channels))
-    rows = in_range.nonzero(as_tuple=True)[0]
-    bin_labels[rows, labels[rows]] = 1
+    # A 1 in each in-range row's label column; other rows write their 0
+    # back into a clamped column (no nonzero(), so no host sync).
+    bin_labels.scatter_(1, labels.clamp(0, label_channels - 1)[:, None],
+                        in_range[:, None].to(bin_labels.dtype))
     valid_mask = valid[:, None].expand(-1, label_channels).float()
     if label_weights is None:
         bin_weights = valid_mask
@@ -81,7 +85,7 @@ def binary_cross_entropy(pred: Tensor,
         valid_mask = ((label >= 0) & (label != ignore_index)).float()
         weight = valid_mask if weight is None else weight * valid_mask
     if avg_factor is None and avg_non_ignore and reduction == 'mean':
-        avg_factor = valid_mask.sum().item()
+        avg_factor = valid_mask.sum()
     loss = F.binary_cross_entropy_with_logits(
         pred, label.float(), pos_weight=class_weight, reduction='none')
     return weight_reduce_loss(loss, weight.float(), reduction, avg_factor)

@@ -78,11 +78,20 @@ def uses_fast_path(pred: Tensor, target: Tensor, weight: Optional[Tensor],
 
 
 def _check_labels(labels: Tensor, num_classes: int) -> None:
-    if labels.numel() > 0 and (labels.min() < 0 or labels.max() > num_classes):
-        raise ValueError(
-            f'FocalLoss: labels must lie in [0, {num_classes}] (background '
-            f'= {num_classes}), got min {int(labels.min())} and max '
-            f'{int(labels.max())}')
+    """Labels outside ``[0, C]`` are an error. On the CPU it is raised at
+    once; on an accelerator the check is queued on the device
+    (``torch._assert_async``) and fails at the next synchronisation, so
+    the loss never waits for the device to read two numbers."""
+    if labels.numel() == 0:
+        return
+    where = (f'FocalLoss: labels must lie in [0, {num_classes}] '
+             f'(background = {num_classes})')
+    if labels.device.type != 'cpu':
+        torch._assert_async(
+            ((labels >= 0) & (labels <= num_classes)).all(), where)
+    elif labels.min() < 0 or labels.max() > num_classes:
+        raise ValueError(f'{where}, got min {int(labels.min())} and max '
+                         f'{int(labels.max())}')
 
 
 def _one_hot(labels: Tensor, num_classes: int) -> Tensor:
@@ -104,6 +113,13 @@ def _broadcast_weight(weight: Optional[Tensor], loss: Tensor):
                      f'{tuple(loss.shape)}')
 
 
+def _label_columns(labels: Tensor, num_classes: int):
+    """``is_pos (N, 1)`` (foreground rows) and ``cols (N, 1)``: each
+    row's label column, clamped into range for background rows."""
+    is_pos = (labels < num_classes)[:, None]
+    return is_pos, labels.clamp(max=num_classes - 1)[:, None]
+
+
 class _FocalLossSum(torch.autograd.Function):
     """``sum(focal(x, t) * w)`` with gamma 2 for label targets.
 
@@ -112,6 +128,9 @@ class _FocalLossSum(torch.autograd.Function):
     values come from the same kernels on the same layout; everything else
     is IEEE arithmetic whose order follows the general path (the
     simplifications used are exact: ``a * 1``, ``a * 0 + b``, ``2 * a``).
+    The positive column of every row is computed (elementwise, so each
+    value is what a computation on the positives alone gives) and written
+    only where the row is foreground.
     """
 
     @staticmethod
@@ -122,28 +141,31 @@ class _FocalLossSum(torch.autograd.Function):
             pred = pred.float()
         if weight is not None:
             weight = weight.to(pred.dtype)
-        num_classes = pred.size(1)
-        pos_rows = (labels < num_classes).nonzero(as_tuple=True)[0]
-        pos_cols = labels[pos_rows]
+        # Each row's label column (any column for a background row: its
+        # value is written back unchanged). Gathers over all rows instead
+        # of the positives' indices: no nonzero(), so no host sync.
+        is_pos, cols = _label_columns(labels, pred.size(1))
         prob = pred.sigmoid()
         log_sig = F.logsigmoid(pred)
-        pos_prob = prob[pos_rows, pos_cols]
-        pos_log_sig = log_sig[pos_rows, pos_cols]
+        pos_prob = prob.gather(1, cols)
+        pos_log_sig = log_sig.gather(1, cols)
         # Negatives: pt = p, weight (1 - alpha), BCE(x, 0) = x - log s(x).
         bce = log_sig.neg_().add_(pred)
         loss = bce.mul_(prob.mul_(prob).mul_(1 - alpha))
         # Positives: pt = 1 - p, weight alpha, BCE(x, 1) = -log s(x).
         pt = 1 - pos_prob
-        loss[pos_rows, pos_cols] = (-pos_log_sig) * (pt * pt * alpha)
+        pos_loss = (-pos_log_sig) * (pt * pt * alpha)
+        loss.scatter_(1, cols,
+                      torch.where(is_pos, pos_loss, loss.gather(1, cols)))
         if weight is not None:
             loss.mul_(weight[:, None])
-        ctx.save_for_backward(pred, weight, pos_rows, pos_cols)
+        ctx.save_for_backward(pred, weight, is_pos, cols)
         ctx.alpha = alpha
         return loss.sum()
 
     @staticmethod
     def backward(ctx, grad_output):
-        pred, weight, pos_rows, pos_cols = ctx.saved_tensors
+        pred, weight, is_pos, cols = ctx.saved_tensors
         alpha = ctx.alpha
         grad_output = grad_output.to(pred.dtype)
         # d(sum)/d(loss) per element (times the per-anchor weight).
@@ -152,8 +174,8 @@ class _FocalLossSum(torch.autograd.Function):
             grad_loss = grad_loss * weight[:, None]
         prob = pred.sigmoid()
         log_sig = F.logsigmoid(pred)
-        pos_prob = prob[pos_rows, pos_cols]
-        pos_bce = -log_sig[pos_rows, pos_cols]
+        pos_prob = prob.gather(1, cols)
+        pos_bce = -log_sig.gather(1, cols)
         bce = log_sig.neg_().add_(pred)
         # Negatives. loss = bce * fw, fw = (1 - alpha) * p^2.
         grad_bce = (prob * prob).mul_(1 - alpha).mul_(grad_loss)
@@ -162,14 +184,13 @@ class _FocalLossSum(torch.autograd.Function):
         # (grad * (sigmoid(x) - t)).
         grad = grad_pt.mul_(1 - prob).mul_(prob).add_(grad_bce.mul_(prob))
         # Positives: the same chain with pt = 1 - p, weight alpha, t = 1.
-        if pos_rows.numel() > 0:
-            pos_grad_loss = grad_loss[pos_rows, 0]
-            pt = 1 - pos_prob
-            pos_grad_bce = pos_grad_loss * (pt * pt * alpha)
-            pos_grad_pt = pos_grad_loss * pos_bce * alpha * (2. * pt)
-            pos_grad = (-pos_grad_pt) * (1 - pos_prob) * pos_prob + (
-                pos_prob - 1) * pos_grad_bce
-            grad[pos_rows, pos_cols] = pos_grad
+        pt = 1 - pos_prob
+        pos_grad_bce = grad_loss * (pt * pt * alpha)
+        pos_grad_pt = grad_loss * pos_bce * alpha * (2. * pt)
+        pos_grad = (-pos_grad_pt) * (1 - pos_prob) * pos_prob + (
+            pos_prob - 1) * pos_grad_bce
+        grad.scatter_(1, cols,
+                      torch.where(is_pos, pos_grad, grad.gather(1, cols)))
         return grad.to(ctx.in_dtype), None, None, None
 
 

@@ -15,7 +15,8 @@ from torch import Tensor
 
 from ...registry import MODELS
 from ...structures import bbox_overlaps
-from .utils import check_reduction, resolve_reduction, weight_reduce_loss
+from .utils import (check_reduction, resolve_reduction, weight_reduce_loss,
+                    zero_without_positive_weight)
 
 
 def aligned_giou(pred: Tensor, target: Tensor, eps: float = 1e-6) -> Tensor:
@@ -68,24 +69,18 @@ def giou_loss(pred: Tensor,
     return weight_reduce_loss(loss, weight, reduction, avg_factor)
 
 
-def _prepare_weight(pred: Tensor, weight: Optional[Tensor],
-                    reduction: str):
-    """mmdetection's weight handling: ``(early_result, weight)``. A weight
-    without positive entries returns ``(pred * weight).sum()`` at once
-    (unless ``reduction='none'``); a ``(N, 4)`` weight becomes its row
-    mean."""
+def _prepare_weight(pred: Tensor, weight: Optional[Tensor]):
+    """mmdetection's weight handling: a ``(N, 4)`` weight becomes its row
+    mean. (A weight without positive entries gives ``(pred *
+    weight).sum()``: :func:`zero_without_positive_weight` on the loss.)"""
     if weight is None:
-        return None, None
-    if reduction != 'none' and not bool(torch.any(weight > 0)):
-        if pred.dim() == weight.dim() + 1:
-            weight = weight.unsqueeze(1)
-        return (pred * weight).sum(), None
+        return None
     if weight.dim() > 1:
         if weight.shape != pred.shape:
             raise ValueError(f'IoU losses: a 2-D weight must match pred '
                              f'{tuple(pred.shape)}, got {tuple(weight.shape)}')
         weight = weight.mean(-1)
-    return None, weight
+    return weight
 
 
 @MODELS.register_module()
@@ -129,11 +124,11 @@ class IoULoss(nn.Module):
         """``pred``, ``target``: ``(N, 4)`` boxes; ``weight (N,)`` or
         ``(N, 4)``."""
         reduction = resolve_reduction(self, reduction_override)
-        early, weight = _prepare_weight(pred, weight, reduction)
-        if early is not None:
-            return early
-        return self.loss_weight * iou_loss(pred, target, weight, self.mode,
-                                           self.eps, reduction, avg_factor)
+        loss = self.loss_weight * iou_loss(
+            pred, target, _prepare_weight(pred, weight), self.mode, self.eps,
+            reduction, avg_factor)
+        return zero_without_positive_weight(loss, pred, weight, reduction,
+                                            unreduced_too=False)
 
 
 @MODELS.register_module()
@@ -164,11 +159,11 @@ class GIoULoss(nn.Module):
         """``pred``, ``target``: ``(N, 4)`` boxes; ``weight (N,)`` or
         ``(N, 4)``."""
         reduction = resolve_reduction(self, reduction_override)
-        early, weight = _prepare_weight(pred, weight, reduction)
-        if early is not None:
-            return early
-        return self.loss_weight * giou_loss(pred, target, weight, self.eps,
-                                            reduction, avg_factor)
+        loss = self.loss_weight * giou_loss(
+            pred, target, _prepare_weight(pred, weight), self.eps, reduction,
+            avg_factor)
+        return zero_without_positive_weight(loss, pred, weight, reduction,
+                                            unreduced_too=False)
 
 
 def bounded_iou_loss(pred: Tensor,
@@ -292,14 +287,13 @@ class BoundedIoULoss(nn.Module):
         """``pred``, ``target``: ``(N, 4)`` boxes; ``weight (N, 4)`` or
         ``(N,)``."""
         reduction = resolve_reduction(self, reduction_override)
-        if weight is not None:
-            if weight.dim() == 1:
-                weight = weight[:, None]
-            if reduction != 'none' and not bool(torch.any(weight > 0)):
-                return (pred * weight).sum()
-        loss = bounded_iou_loss(pred, target, self.beta, self.eps)
-        return self.loss_weight * weight_reduce_loss(loss, weight, reduction,
-                                                     avg_factor)
+        if weight is not None and weight.dim() == 1:
+            weight = weight[:, None]
+        loss = self.loss_weight * weight_reduce_loss(
+            bounded_iou_loss(pred, target, self.beta, self.eps), weight,
+            reduction, avg_factor)
+        return zero_without_positive_weight(loss, pred, weight, reduction,
+                                            unreduced_too=False)
 
 
 @MODELS.register_module()
@@ -330,8 +324,8 @@ class CIoULoss(nn.Module):
         """``pred``, ``target``: ``(N, 4)`` boxes; ``weight (N,)`` or
         ``(N, 4)`` (its row mean)."""
         reduction = resolve_reduction(self, reduction_override)
-        early, weight = _prepare_weight(pred, weight, reduction)
-        if early is not None:
-            return early
-        return self.loss_weight * ciou_loss(pred, target, weight, self.eps,
-                                            reduction, avg_factor)
+        loss = self.loss_weight * ciou_loss(
+            pred, target, _prepare_weight(pred, weight), self.eps, reduction,
+            avg_factor)
+        return zero_without_positive_weight(loss, pred, weight, reduction,
+                                            unreduced_too=False)

@@ -4,7 +4,10 @@
 ``|d| - 0.5 * beta``, with ``d = pred - target`` elementwise. Two shortcuts
 follow mmdetection: with a weight that has no positive entry the module
 returns ``(pred * weight).sum()`` (a zero that keeps the graph), and an
-empty target gives ``pred.sum() * 0``.
+empty target gives ``pred.sum() * 0``. The first is chosen on the device
+(``torch.where`` on ``any(weight > 0)``) rather than by a Python branch,
+so the loss never waits for the GPU; the value and gradient are those of
+the branch taken.
 """
 from typing import Optional
 
@@ -13,7 +16,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from ...registry import MODELS
-from .utils import check_reduction, resolve_reduction, weight_reduce_loss
+from .utils import (check_reduction, resolve_reduction, weight_reduce_loss,
+                    zero_without_positive_weight)
 
 
 def _check_pair(pred: Tensor, target: Tensor, where: str) -> None:
@@ -56,14 +60,12 @@ def l1_loss(pred: Tensor,
     return weight_reduce_loss(loss, weight, reduction, avg_factor)
 
 
-def _no_positive_weight(pred: Tensor, weight: Optional[Tensor]):
-    """mmdetection's early exit: a weight without any entry > 0 gives
-    ``(pred * weight).sum()``; None otherwise."""
-    if weight is None or bool(torch.any(weight > 0)):
-        return None
-    if pred.dim() == weight.dim() + 1:
-        weight = weight.unsqueeze(1)
-    return (pred * weight).sum()
+def _per_row(pred: Tensor, weight: Optional[Tensor]) -> Optional[Tensor]:
+    """A weight with one dimension fewer than ``pred`` (per box) spread
+    over its last dimension."""
+    if weight is not None and pred.dim() == weight.dim() + 1:
+        return weight.unsqueeze(-1)
+    return weight
 
 
 @MODELS.register_module()
@@ -94,12 +96,11 @@ class SmoothL1Loss(nn.Module):
                 avg_factor=None,
                 reduction_override: Optional[str] = None) -> Tensor:
         """``pred``, ``target``, ``weight``: ``(..., 4)``."""
-        early = _no_positive_weight(pred, weight)
-        if early is not None:
-            return early
         reduction = resolve_reduction(self, reduction_override)
-        return self.loss_weight * smooth_l1_loss(
-            pred, target, weight, self.beta, reduction, avg_factor)
+        loss = self.loss_weight * smooth_l1_loss(
+            pred, target, _per_row(pred, weight), self.beta, reduction,
+            avg_factor)
+        return zero_without_positive_weight(loss, pred, weight, reduction)
 
     def extra_repr(self) -> str:
         return (f'beta={self.beta}, reduction={self.reduction!r}, '
@@ -127,12 +128,10 @@ class L1Loss(nn.Module):
                 avg_factor=None,
                 reduction_override: Optional[str] = None) -> Tensor:
         """``pred``, ``target``, ``weight``: ``(..., 4)``."""
-        early = _no_positive_weight(pred, weight)
-        if early is not None:
-            return early
         reduction = resolve_reduction(self, reduction_override)
-        return self.loss_weight * l1_loss(pred, target, weight, reduction,
-                                          avg_factor)
+        loss = self.loss_weight * l1_loss(
+            pred, target, _per_row(pred, weight), reduction, avg_factor)
+        return zero_without_positive_weight(loss, pred, weight, reduction)
 
     def extra_repr(self) -> str:
         return f'reduction={self.reduction!r}, loss_weight={self.loss_weight}'

@@ -66,3 +66,27 @@ def resolve_reduction(module, reduction_override: Optional[str]) -> str:
         return module.reduction
     return check_reduction(reduction_override,
                            f'{type(module).__name__}.forward')
+
+
+def zero_without_positive_weight(loss: Tensor, pred: Tensor,
+                                 weight: Optional[Tensor], reduction: str,
+                                 unreduced_too: bool = True) -> Tensor:
+    """mmdetection's early exit of the box losses: a weight without any
+    entry > 0 gives ``(pred * weight).sum()`` instead of ``loss`` (L1 and
+    smooth L1 for every reduction; the IoU losses, ``unreduced_too=False``,
+    not for ``reduction='none'``).
+
+    For a reduced loss the choice is a ``torch.where`` on the device, so
+    the loss never waits for the GPU (both sides are computed; the value
+    and gradient are bitwise those of the side chosen, up to the sign of a
+    zero). With ``reduction='none'`` the two sides differ in shape, so it
+    stays a Python branch.
+    """
+    if weight is None or (reduction == 'none' and not unreduced_too):
+        return loss
+    has_positive = torch.any(weight > 0)
+    shaped = weight.unsqueeze(1) if pred.dim() == weight.dim() + 1 else \
+        weight
+    if reduction == 'none':
+        return loss if bool(has_positive) else (pred * shaped).sum()
+    return torch.where(has_positive, loss, (pred * shaped).sum())

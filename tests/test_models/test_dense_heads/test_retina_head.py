@@ -149,7 +149,7 @@ def test_batched_loss_equals_per_image_losses():
             *head.get_anchors([f.shape[-2:] for f in feats],
                               [samples[i].metainfo], feats[0].device),
             pad_gts([samples[i].gt_instances]))
-        per_image.append((one, targets['avg_factor']))
+        per_image.append((one, float(targets['avg_factor'])))
     eps = 1.1920929e-07
     total_avg = sum(a for _, a in per_image)
     for key in ('loss_cls', 'loss_bbox'):

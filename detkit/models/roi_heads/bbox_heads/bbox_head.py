@@ -211,7 +211,9 @@ class BBoxHead(BaseModule):
         """
         losses = dict()
         if cls_score is not None:
-            avg_factor = max(float((label_weights > 0).sum()), 1.)
+            # max(#weighted RoIs, 1) as a 0-d tensor: no host sync, the
+            # same quotient as the number as a Python float.
+            avg_factor = (label_weights > 0).sum().clamp(min=1).float()
             if cls_score.numel() > 0:
                 losses['loss_cls'] = self.loss_cls(
                     cls_score,

@@ -31,10 +31,11 @@ class PseudoSampler:
         return gt_inds > 0, gt_inds == 0
 
     @staticmethod
-    def avg_factor(pos_mask: Tensor, neg_mask: Tensor) -> float:
-        """``sum over images of max(#pos, 1)`` (docs/anchor_head.md)."""
+    def avg_factor(pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
+        """``sum over images of max(#pos, 1)`` (docs/anchor_head.md), a 0-d
+        float tensor on the masks' device (no host sync)."""
         pos = pos_mask.reshape(-1, pos_mask.size(-1)).sum(-1)
-        return float(pos.clamp(min=1).sum())
+        return pos.clamp(min=1).sum().float()
 
     def sample(self, assign_result: AssignResult, pred_instances,
                gt_instances, *args, **kwargs) -> SamplingResult:

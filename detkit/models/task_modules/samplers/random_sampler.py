@@ -21,11 +21,13 @@ from ..assigners.assign_result import AssignResult
 from .sampling_result import SamplingResult, prepend_gts, single_image_batch
 
 
-def _random_subset(mask: Tensor, num: int) -> Tensor:
-    """Keep ``num`` of the True entries of the 1-D ``mask``, chosen as
-    mmdetection's ``random_choice`` chooses them."""
-    candidates = mask.nonzero(as_tuple=True)[0]
-    perm = torch.randperm(candidates.numel())[:num].to(mask.device)
+def _random_subset(mask: Tensor, num: int, num_candidates: int) -> Tensor:
+    """Keep ``num`` of the ``num_candidates`` True entries of the 1-D
+    ``mask``, chosen as mmdetection's ``random_choice`` chooses them. The
+    count is known, so the candidates' indices are found without a host
+    sync (``nonzero_static``; ascending, as ``nonzero`` gives them)."""
+    candidates = torch.nonzero_static(mask, size=num_candidates)[:, 0]
+    perm = torch.randperm(num_candidates)[:num].to(mask.device)
     subset = torch.zeros_like(mask)
     subset[candidates[perm]] = True
     return subset
@@ -39,11 +41,13 @@ def oversubscribed(pos_mask: Tensor, neg_mask: Tensor, num: int,
     negatives) outnumber the wanted count, image by image, positives
     first (mmdetection's order). ``pos_mask``, ``neg_mask``: ``(B, N)``
     bool candidates. The negatives wanted are ``num - min(#pos, wanted
-    positives)``, capped by ``neg_pos_ub``; one host sync for the counts.
+    positives)``, capped by ``neg_pos_ub``. The draw depends on the counts
+    (whether and over how many candidates ``randperm`` runs), so they come
+    to the host: one transfer for both.
     """
     num_expected_pos = int(num * pos_fraction)
-    pos_counts = pos_mask.sum(1).tolist()
-    neg_counts = neg_mask.sum(1).tolist()
+    pos_counts, neg_counts = torch.stack(
+        [pos_mask.sum(1), neg_mask.sum(1)]).tolist()
     groups = []
     for img, (num_pos, num_neg) in enumerate(zip(pos_counts, neg_counts)):
         if num_pos > num_expected_pos:
@@ -105,21 +109,23 @@ class RandomSampler:
         pos_mask, neg_mask = gt_inds > 0, gt_inds == 0
         # randperm runs only for images with more candidates than wanted,
         # in mmdetection's order.
-        for img, negative, _, num_wanted in oversubscribed(
+        for img, negative, num_candidates, num_wanted in oversubscribed(
                 pos_mask, neg_mask, self.num, self.pos_fraction,
                 self.neg_pos_ub):
             mask = neg_mask if negative else pos_mask
-            mask[img] = _random_subset(mask[img], num_wanted)
+            mask[img] = _random_subset(mask[img], num_wanted, num_candidates)
         if not batched:
             return pos_mask[0], neg_mask[0]
         return pos_mask, neg_mask
 
     @staticmethod
-    def avg_factor(pos_mask: Tensor, neg_mask: Tensor) -> float:
-        """``sum over images of max(#pos, 1) + max(#neg, 1)``."""
+    def avg_factor(pos_mask: Tensor, neg_mask: Tensor) -> Tensor:
+        """``sum over images of max(#pos, 1) + max(#neg, 1)``, a 0-d
+        tensor on the masks' device (no host sync; dividing by it rounds
+        as dividing by the same number as a Python float)."""
         pos = pos_mask.reshape(-1, pos_mask.size(-1)).sum(-1).clamp(min=1)
         neg = neg_mask.reshape(-1, neg_mask.size(-1)).sum(-1).clamp(min=1)
-        return float((pos + neg).sum())
+        return (pos + neg).sum().float()
 
     # ----------------------------------------------------------- one image
     def sample(self, assign_result: AssignResult, pred_instances,
