@@ -339,7 +339,6 @@ def main(argv=None):
         if cuda:
             torch.cuda.synchronize()
 
-    timer = StageTimer(sync)
     collect = not cuda or args.breakdown
     batch = random_batch(args.batch_size, args.size, args.boxes)
     print(f'batch {args.batch_size} x {tuple(args.size)}, boxes per image '

@@ -197,7 +197,7 @@ def main(argv=None):
               f'{run.get("bbox_mAP", float("nan")):>6.3f} '
               f'{run["load_before"]:>5.2f}-{run["load_after"]:<5.2f}')
     if len(runs) > 1:
-        print(f'wall time ratio (first / others): ' + ', '.join(
+        print('wall time ratio (first / others): ' + ', '.join(
             f'{runs[0]["wall_seconds"] / r["wall_seconds"]:.3f}'
             for r in runs[1:]))
     save_json(args.out, dict(machine=info, runs=runs))
