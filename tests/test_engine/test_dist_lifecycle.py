@@ -84,11 +84,14 @@ def test_two_processes_interrupted_and_resumed(tmp_path):
     assert not list(dirs['locked'].glob('*.pth'))
 
     # Rank 1 alone got SIGTERM; both stopped after iteration 3 and exited
-    # with 143 (no rank was killed), rank 0 wrote the checkpoint.
+    # with 143 (no rank was killed), rank 0 wrote the checkpoint. torchrun
+    # lists the ranks that had exited when it noticed the first failure:
+    # one or both, depending on which of them ended first.
     one_rank_ckpt = dirs['one_rank'] / 'interrupted_iter_3.pth'
     assert (f'Interrupted by SIGTERM after iteration 3 (epoch 2, 1/2): saved '
             f'{one_rank_ckpt} in ') in outs['one_rank']
-    assert outs['one_rank'].count('exitcode  : 143') == 2
+    assert outs['one_rank'].count('exitcode  : 143') in (1, 2)
+    assert 'exitcode  : -' not in outs['one_rank']
     meta = torch.load(one_rank_ckpt, weights_only=True)['meta']
     assert (meta['epoch'], meta['iter']) == (1, 3)
 
