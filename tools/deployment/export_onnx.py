@@ -1,5 +1,5 @@
-"""Export a single-stage detector (RetinaNet, SSD, ...) to ONNX, boxes
-decoded and NMS included.
+"""Export a detector (single-stage: RetinaNet, SSD, ...; two-stage: Faster
+R-CNN) to ONNX, boxes decoded and NMS included.
 
     python tools/deployment/export_onnx.py CONFIG CHECKPOINT --shape 800 1216 \
         --out retinanet.onnx [--dynamic] [--opset 17] [--verify]
@@ -17,6 +17,16 @@ The graph (batch 1):
   decoding clipped to ``(H, W)``; rescale by ``1 / scale_factor``; the
   ``min_bbox_size`` filter; class-wise NMS (mmcv's coordinate-offset
   trick, ``NonMaxSuppression``); the first ``max_per_img``.
+- two-stage detectors (:class:`TwoStageONNX`: an ``RPNHead``, a
+  ``StandardRoIHead`` with ``SingleRoIExtractor`` and a box head with
+  class-specific regression): per level the ``test_cfg.rpn.nms_pre`` best
+  anchors by objectness, decoded and clipped, boxes not larger than
+  ``min_bbox_size`` dropped, NMS within each level, the first
+  ``max_per_img`` proposals; each proposal pooled (RoIAlign, ONNX opset
+  >= 16 for ``aligned=True``) from the level its scale maps to; the box
+  head; softmax, class-wise decoding clipped to ``(H, W)``, rescale,
+  ``multiclass_nms`` (pairs above ``test_cfg.rcnn.score_thr``, class-wise
+  NMS, ``max_per_img``).
 - outputs: ``boxes`` ``(N, 4)`` x1, y1, x2, y2 in original-image pixels,
   ``scores`` ``(N,)`` and ``labels`` ``(N,)`` int64, by descending score:
   the same as ``model.predict`` in PyTorch (``test_cfg`` of the config).
@@ -36,6 +46,77 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.config import Config, DictAction
 from torchvision.ops import nms
+
+
+def preprocess(pre, image):
+    """The DetDataPreprocessor ``pre``'s channel flip, normalisation and
+    padding to ``pad_size_divisor`` of ``image (1, 3, H, W)``."""
+    x = image[:, [2, 1, 0]] if getattr(pre, '_channel_conversion',
+                                       False) else image
+    if getattr(pre, '_enable_normalize', False):
+        x = (x - pre.mean) / pre.std
+    divisor = int(getattr(pre, 'pad_size_divisor', 1))
+    h, w = image.shape[-2:]
+    pad_h = (divisor - h % divisor) % divisor
+    pad_w = (divisor - w % divisor) % divisor
+    return F.pad(x, (0, pad_w, 0, pad_h),
+                 value=float(getattr(pre, 'pad_value', 0)))
+
+
+def grid_anchors(generator, level, feat):
+    """The anchors of ``AnchorGenerator.single_level_grid_priors`` (order
+    y, x, anchor; same float ops), from the traced feature size so that
+    ``--dynamic`` graphs follow the input size."""
+    base = generator.base_anchors[level].to(feat)
+    stride_w, stride_h = generator.strides[level]
+    feat_h, feat_w = feat.shape[-2:]
+    shift_x = torch.arange(feat_w, device=feat.device).to(
+        feat.dtype) * stride_w
+    shift_y = torch.arange(feat_h, device=feat.device).to(
+        feat.dtype) * stride_h
+    yy, xx = torch.meshgrid(shift_y, shift_x, indexing='ij')
+    xx, yy = xx.reshape(-1), yy.reshape(-1)
+    shifts = torch.stack([xx, yy, xx, yy], -1)
+    return (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)
+
+
+def clip_to_image(boxes, h, w):
+    """``x`` into ``[0, w]``, ``y`` into ``[0, h]`` (traced sizes stay
+    symbolic); ``boxes (..., 4k)``."""
+    limit = torch.stack([w, h]).to(boxes) if isinstance(
+        w, torch.Tensor) else boxes.new_tensor([w, h])
+    shaped = boxes.reshape(*boxes.shape[:-1], -1, 2)
+    return torch.minimum(shaped.clamp(min=0), limit).reshape(boxes.shape)
+
+
+def grouped_nms(boxes, scores, groups, iou_threshold):
+    """mmcv's ``batched_nms`` in one NMS: every box of group ``k`` shifted
+    by ``k * (max coordinate + 1)``; indices of the kept boxes by
+    descending score."""
+    # A zero joins the coordinates so that max() is defined when nothing
+    # is left; boxes are clipped to >= 0, so it never wins.
+    top = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
+    shifted = boxes + (groups.to(boxes) * (top + 1))[:, None]
+    return nms(shifted, scores, iou_threshold)
+
+
+def _nms_threshold(nms_cfg, where):
+    nms_cfg = dict(nms_cfg or {})
+    if nms_cfg.get('type', 'nms') != 'nms' or 'iou_threshold' not in nms_cfg:
+        raise NotImplementedError(f'{where}.nms={nms_cfg}: only '
+                                  "dict(type='nms', iou_threshold=...)")
+    return float(nms_cfg['iou_threshold']), nms_cfg.get('class_agnostic',
+                                                        False)
+
+
+def _top_k(scores, nms_pre):
+    """``topk`` of the 1-D ``scores`` with ``k = min(len, nms_pre)``
+    (``nms_pre <= 0``: all), kept symbolic while tracing."""
+    k = scores.shape[0]
+    if nms_pre > 0:
+        k = (torch.clamp(k, max=nms_pre) if isinstance(k, torch.Tensor) else
+             min(k, nms_pre))
+    return scores.topk(k)
 
 
 class SingleStageONNX(nn.Module):
@@ -68,67 +149,25 @@ class SingleStageONNX(nn.Module):
         self.score_thr = float(cfg.get('score_thr', 0))
         self.min_bbox_size = cfg.get('min_bbox_size', -1)
         self.max_per_img = cfg.get('max_per_img', -1)
-        nms_cfg = dict(cfg.get('nms') or {})
-        if nms_cfg.get('type', 'nms') != 'nms' or 'iou_threshold' not in \
-                nms_cfg:
-            raise NotImplementedError(f'test_cfg.nms={nms_cfg}: only '
-                                      "dict(type='nms', iou_threshold=...)")
-        self.iou_threshold = float(nms_cfg['iou_threshold'])
-        self.class_agnostic = nms_cfg.get('class_agnostic', False)
-        pre = model.data_preprocessor
-        self.flip = bool(getattr(pre, '_channel_conversion', False))
-        self.normalize = bool(getattr(pre, '_enable_normalize', False))
-        self.divisor = int(getattr(pre, 'pad_size_divisor', 1))
-        self.pad_value = float(getattr(pre, 'pad_value', 0))
-        self.pre = pre
-
-    def _preprocess(self, image):
-        x = image[:, [2, 1, 0]] if self.flip else image
-        if self.normalize:
-            x = (x - self.pre.mean) / self.pre.std
-        h, w = image.shape[-2:]
-        pad_h = (self.divisor - h % self.divisor) % self.divisor
-        pad_w = (self.divisor - w % self.divisor) % self.divisor
-        return F.pad(x, (0, pad_w, 0, pad_h), value=self.pad_value)
-
-    def _priors(self, level, feat):
-        """The anchors of ``AnchorGenerator.single_level_grid_priors``
-        (order y, x, anchor; same float ops), from the traced feature size
-        so that ``--dynamic`` graphs follow the input size."""
-        generator = self.head.prior_generator
-        base = generator.base_anchors[level].to(feat)
-        stride_w, stride_h = generator.strides[level]
-        feat_h, feat_w = feat.shape[-2:]
-        shift_x = torch.arange(feat_w, device=feat.device).to(
-            feat.dtype) * stride_w
-        shift_y = torch.arange(feat_h, device=feat.device).to(
-            feat.dtype) * stride_h
-        yy, xx = torch.meshgrid(shift_y, shift_x, indexing='ij')
-        xx, yy = xx.reshape(-1), yy.reshape(-1)
-        shifts = torch.stack([xx, yy, xx, yy], -1)
-        return (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)
+        self.iou_threshold, self.class_agnostic = _nms_threshold(
+            cfg.get('nms'), 'test_cfg')
+        self.pre = model.data_preprocessor
 
     def _level(self, level, cls_score, bbox_pred):
         """Top pairs of one level: ``boxes (K, 4)`` in input pixels,
         ``scores (K,)``, ``labels (K,)``."""
         from detkit.models.utils import levels_to_images
         head = self.head
-        priors = self._priors(level, cls_score)
+        priors = grid_anchors(head.prior_generator, level, cls_score)
         scores = head._scores_of(
             levels_to_images([cls_score], head.cls_out_channels))[0]
         deltas = levels_to_images([bbox_pred],
                                   head.bbox_coder.encode_size)[0]
         num_classes = scores.shape[1]
-        flat = scores.reshape(-1)
         # Thresholding after the top-k keeps the same pairs as mmcv's
         # threshold-then-top-k: every pair above the threshold outranks
         # every pair at or below it.
-        k = flat.shape[0]
-        if self.nms_pre > 0:
-            # While tracing, sizes are tensors: keep k symbolic (--dynamic).
-            k = (torch.clamp(k, max=self.nms_pre) if isinstance(
-                k, torch.Tensor) else min(k, self.nms_pre))
-        top, idx = flat.topk(k)
+        top, idx = _top_k(scores.reshape(-1), self.nms_pre)
         prior_idx = torch.div(idx, num_classes, rounding_mode='floor')
         labels = idx - prior_idx * num_classes
         # Decode all k before filtering: the coder returns empty inputs
@@ -139,7 +178,7 @@ class SingleStageONNX(nn.Module):
 
     def forward(self, image, scale_factor):
         h, w = image.shape[-2:]
-        feats = self.model.extract_feat(self._preprocess(image))
+        feats = self.model.extract_feat(preprocess(self.pre, image))
         cls_scores, bbox_preds = self.head(feats)
         levels = [self._level(i, c, b)
                   for i, (c, b) in enumerate(zip(cls_scores, bbox_preds))]
@@ -147,9 +186,7 @@ class SingleStageONNX(nn.Module):
         scores = torch.cat([lvl[1] for lvl in levels])
         labels = torch.cat([lvl[2] for lvl in levels])
         if getattr(self.head.bbox_coder, 'clip_border', True):
-            limit = torch.stack([w, h, w, h]).to(boxes) if isinstance(
-                w, torch.Tensor) else boxes.new_tensor([w, h, w, h])
-            boxes = torch.minimum(boxes.clamp(min=0), limit)
+            boxes = clip_to_image(boxes, h, w)
         # mmdetection multiplies by the float32 reciprocal of the scale.
         boxes = boxes * (1 / scale_factor).repeat(2)
         if self.min_bbox_size >= 0:
@@ -157,22 +194,146 @@ class SingleStageONNX(nn.Module):
                     (boxes[:, 3] - boxes[:, 1] > self.min_bbox_size))
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         if self.class_agnostic:
-            shifted = boxes
+            keep = nms(boxes, scores, self.iou_threshold)
         else:
-            # A zero joins the coordinates so that max() is defined when
-            # nothing is left; boxes are clipped to >= 0, so it never wins.
-            top = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
-            shifted = boxes + (labels.to(boxes) * (top + 1))[:, None]
-        keep = nms(shifted, scores, self.iou_threshold)
+            keep = grouped_nms(boxes, scores, labels, self.iou_threshold)
         if self.max_per_img > 0:
             keep = keep[:self.max_per_img]
         return boxes[keep], scores[keep], labels[keep]
 
 
+class TwoStageONNX(nn.Module):
+    """Faster R-CNN-style detector (``RPNHead``, ``StandardRoIHead`` with a
+    ``SingleRoIExtractor`` and a class-specific box head) as one exportable
+    module, with the forward of :class:`SingleStageONNX`."""
+
+    def __init__(self, model):
+        super().__init__()
+        from detkit.models.dense_heads import RPNHead
+        from detkit.models.roi_heads import StandardRoIHead
+        from detkit.models.roi_heads.roi_extractors import \
+            SingleRoIExtractor
+        rpn, roi = (getattr(model, 'rpn_head', None),
+                    getattr(model, 'roi_head', None))
+        name = type(model).__name__
+        if type(rpn) is not RPNHead or type(roi) is not StandardRoIHead:
+            raise NotImplementedError(
+                f'{name}: export_onnx.py exports two-stage detectors with '
+                'an RPNHead and a StandardRoIHead (Faster R-CNN); got '
+                f'{type(rpn).__name__} and {type(roi).__name__}')
+        head = roi.bbox_head
+        if roi.with_shared_head or type(
+                roi.bbox_roi_extractor) is not SingleRoIExtractor or \
+                head.reg_class_agnostic or head.reg_decoded_bbox or \
+                not head.with_reg:
+            raise NotImplementedError(
+                f'{name}: export_onnx.py reproduces a SingleRoIExtractor '
+                'and a box head with class-specific delta regression, '
+                'without a shared head (C4)')
+        self.model, self.rpn, self.roi = model, rpn, roi
+        self.pre = model.data_preprocessor
+        self.rpn_cfg = rpn.test_cfg
+        self.rcnn_cfg = roi.test_cfg
+        self.rpn_iou, _ = _nms_threshold(self.rpn_cfg.get('nms'),
+                                         'test_cfg.rpn')
+        self.rcnn_iou, self.rcnn_class_agnostic = _nms_threshold(
+            self.rcnn_cfg.get('nms'), 'test_cfg.rcnn')
+
+    def _proposals(self, feats, h, w):
+        """Proposals ``(P, 4)`` in input pixels: RPNHead's prediction
+        (``nms_groups='level'``) for one image."""
+        from detkit.models.utils import levels_to_images
+        rpn, cfg = self.rpn, self.rpn_cfg
+        cls_scores, bbox_preds = rpn(feats)
+        boxes, scores, level_ids = [], [], []
+        for level, (cls_score, bbox_pred) in enumerate(
+                zip(cls_scores, bbox_preds)):
+            priors = grid_anchors(rpn.prior_generator, level, cls_score)
+            objectness = rpn._scores_of(levels_to_images([cls_score],
+                                                         1))[0, :, 0]
+            deltas = levels_to_images([bbox_pred], 4)[0]
+            top, idx = _top_k(objectness, cfg.get('nms_pre', -1))
+            boxes.append(rpn.bbox_coder.decode(priors[idx], deltas[idx]))
+            scores.append(top)
+            level_ids.append(torch.full_like(idx, level))
+        boxes = clip_to_image(torch.cat(boxes), h, w)
+        scores, level_ids = torch.cat(scores), torch.cat(level_ids)
+        min_size = cfg.get('min_bbox_size', -1)
+        if min_size >= 0:
+            keep = ((boxes[:, 2] - boxes[:, 0] > min_size) &
+                    (boxes[:, 3] - boxes[:, 1] > min_size))
+            boxes, scores, level_ids = (boxes[keep], scores[keep],
+                                        level_ids[keep])
+        keep = grouped_nms(boxes, scores, level_ids, self.rpn_iou)
+        if cfg.get('max_per_img', -1) > 0:
+            keep = keep[:cfg['max_per_img']]
+        return boxes[keep]
+
+    def _roi_feats(self, feats, rois):
+        """SingleRoIExtractor: each RoI pooled from the level its scale
+        maps to (``nonzero`` per level, so each level pools its own)."""
+        from torchvision.ops import roi_align
+
+        from detkit.models.roi_heads.roi_extractors.single_level_roi_extractor \
+            import map_roi_levels
+        extractor = self.roi.bbox_roi_extractor
+        layers = extractor.roi_layers
+        num_levels = extractor.num_inputs
+        out_h, out_w = layers[0].output_size
+        roi_feats = feats[0].new_zeros(
+            (rois.shape[0], extractor.out_channels, out_h, out_w))
+        levels = map_roi_levels(rois, num_levels, extractor.finest_scale)
+        for level in range(num_levels):
+            inds = (levels == level).nonzero()[:, 0]
+            layer = layers[level]
+            roi_feats[inds] = roi_align(
+                feats[level], rois[inds], layer.output_size,
+                layer.spatial_scale, layer.sampling_ratio, layer.aligned)
+        return roi_feats
+
+    def forward(self, image, scale_factor):
+        h, w = image.shape[-2:]
+        feats = self.model.extract_feat(preprocess(self.pre, image))
+        proposals = self._proposals(feats, h, w)
+        rois = torch.cat([proposals.new_zeros(proposals.shape[0], 1),
+                          proposals], 1)
+        extractor = self.roi.bbox_roi_extractor
+        cls_score, bbox_pred = self.roi.bbox_head(
+            self._roi_feats(feats[:extractor.num_inputs], rois))
+        head, cfg = self.roi.bbox_head, self.rcnn_cfg
+        scores = F.softmax(cls_score, dim=-1)[:, :-1]  # (R, C)
+        num_classes = scores.shape[1]
+        boxes = head.bbox_coder.decode(proposals, bbox_pred)  # (R, 4C)
+        if getattr(head.bbox_coder, 'clip_border', True):
+            boxes = clip_to_image(boxes, h, w)
+        boxes = (boxes.reshape(-1, num_classes, 4) *
+                 (1 / scale_factor).repeat(2)).reshape(-1, 4)
+        labels = torch.arange(num_classes, device=boxes.device).repeat(
+            scores.shape[0])
+        scores = scores.reshape(-1)
+        keep = (scores > float(cfg['score_thr'])).nonzero()[:, 0]
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        if self.rcnn_class_agnostic:
+            keep = nms(boxes, scores, self.rcnn_iou)
+        else:
+            keep = grouped_nms(boxes, scores, labels, self.rcnn_iou)
+        if cfg.get('max_per_img', -1) > 0:
+            keep = keep[:cfg['max_per_img']]
+        return boxes[keep], scores[keep], labels[keep]
+
+
+def onnx_wrapper(model):
+    """:class:`TwoStageONNX` for a detector with a ``roi_head``, else
+    :class:`SingleStageONNX` (both refuse what they cannot reproduce)."""
+    if getattr(model, 'roi_head', None) is not None:
+        return TwoStageONNX(model)
+    return SingleStageONNX(model)
+
+
 def export(model, out_file, shape, dynamic=False, opset=17):
-    """Trace ``SingleStageONNX(model)`` at ``shape = (H, W)`` and write
-    ``out_file``; returns the wrapper (in eval mode)."""
-    wrapper = SingleStageONNX(model).eval()
+    """Trace :func:`onnx_wrapper` of ``model`` at ``shape = (H, W)`` and
+    write ``out_file``; returns the wrapper (in eval mode)."""
+    wrapper = onnx_wrapper(model).eval()
     height, width = shape
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, height, width, generator=gen) * 255
