@@ -20,6 +20,12 @@ into:
    batches already trained, :mod:`.loops`);
 4. every rank exits with ``128 + signal`` (130 for SIGINT, 143 for SIGTERM)
    through :class:`TrainingInterrupted` (a ``SystemExit``: no traceback).
+   With several processes, a stop signal that arrives after that point
+   ends the process at once with the same status: torchrun sends SIGTERM
+   to the ranks still running as soon as the first one has exited, and a
+   rank still tearing down would otherwise die of the signal (status -15)
+   after a clean stop. The checkpoint is complete by then (step 3 ends in
+   a barrier).
 
 During validation the epoch's checkpoint, written before validation began,
 is the place to resume from (the resumed run validates that epoch first),
@@ -29,8 +35,10 @@ many validation batches (checked once per validation: the per-batch
 ``all_reduce`` must pair up); otherwise the signal waits for the next
 training iteration.
 """
+import os
 import os.path as osp
 import signal
+import sys
 import threading
 import time
 
@@ -88,6 +96,25 @@ class SignalRecorder:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+    @staticmethod
+    def exit_on_late_signals(status):
+        """From now on a stop signal ends the process with ``status`` (the
+        stop is already decided and saved; see step 4 of the module
+        docstring). Main thread only, like :meth:`install`."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def _exit(signum, frame):
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(status)
+
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, _exit)
 
     def _record(self, signum, frame):
         now = time.monotonic()
@@ -190,5 +217,7 @@ class InterruptCheckpointHook(Hook):
     def _stop(self, runner, signum, message):
         runner.logger.warning(message)
         self.recorder.uninstall()
+        if get_world_size() > 1:
+            self.recorder.exit_on_late_signals(128 + signum)
         runner.visualizer.close()
         raise TrainingInterrupted(signum, message)

@@ -2,6 +2,8 @@
 iteration, where it is, a non-zero exit; --resume continues exactly."""
 import os.path as osp
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -113,6 +115,25 @@ def test_duplicate_signal_is_ignored_and_a_later_one_stops_at_once(
     finally:
         recorder.uninstall()
     assert capsys.readouterr().out.count('SIGINT received') == 1
+
+
+def test_a_late_signal_after_a_decided_stop_exits_with_its_status(
+        tmp_path):
+    # What a rank still tearing down sees when torchrun SIGTERMs it after
+    # the other rank's clean exit: status 143 and its output, not -15.
+    script = tmp_path / 'late.py'
+    script.write_text(
+        'import os, signal, time\n'
+        'from detkit.engine.interrupts import SignalRecorder\n'
+        'SignalRecorder.exit_on_late_signals(143)\n'
+        'print("tearing down", end="")\n'
+        'os.kill(os.getpid(), signal.SIGTERM)\n'
+        'time.sleep(30)\n'
+        'print("not reached")\n')
+    done = subprocess.run([sys.executable, str(script)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 143, done.stderr
+    assert done.stdout == 'tearing down'
 
 
 def test_a_training_that_raises_gives_the_handlers_back(tmp_path):
