@@ -153,6 +153,15 @@ def test_heads_that_predict_their_own_way_are_refused(tiny_setup):  # noqa
         EXPORT['SingleStageONNX'](model)
 
 
+def test_heads_with_nms_per_level_are_refused(tiny_setup):  # noqa
+    # RPNHead inherits AnchorHead.predict_by_feat but runs NMS per level:
+    # the per-class graph would give other proposals.
+    model = init_detector(tiny_setup['cfg_file'])
+    model.bbox_head.nms_groups = 'level'
+    with pytest.raises(NotImplementedError, match="groups NMS by 'level'"):
+        EXPORT['SingleStageONNX'](model)
+
+
 def _faster_rcnn_cfg(width=32):
     """Faster R-CNN R50-FPN's config with a ResNet-18, ``width``-channel
     FPN / RPN / RoI features, 64-wide shared fcs and BCCD's 3 classes, test

@@ -135,13 +135,15 @@ class SingleStageONNX(nn.Module):
                 'as RetinaNet and SSD')
         from detkit.models.dense_heads import AnchorHead
         if not isinstance(head, AnchorHead) or (
-                type(head).predict_by_feat is not AnchorHead.predict_by_feat):
-            # The graph reproduces AnchorHead.predict_by_feat; a head with
-            # its own (RPNHead: NMS per level, not per class) would differ.
+                type(head).predict_by_feat is not AnchorHead.predict_by_feat
+                or head.nms_groups != 'class'):
+            # The graph reproduces AnchorHead.predict_by_feat with NMS per
+            # class; RPNHead shares that method but runs NMS per level.
             raise NotImplementedError(
                 f'{type(head).__name__}: export_onnx.py reproduces '
-                'AnchorHead.predict_by_feat (RetinaHead, SSDHead); this head '
-                'is not an AnchorHead or predicts its own way')
+                'AnchorHead.predict_by_feat with NMS per class (RetinaHead, '
+                'SSDHead); this head is not an AnchorHead, predicts its own '
+                f'way or groups NMS by {getattr(head, "nms_groups", None)!r}')
         self.model = model
         self.head = head
         cfg = head.test_cfg
