@@ -225,6 +225,14 @@ def build_torchvision(name, size, device):
             backbone_name='resnet50', weights=None,
             norm_layer=FrozenBatchNorm2d, trainable_layers=3)
         model = FasterRCNN(backbone, **kwargs)
+    # mmdetection's ResNet starts with zero_init_residual=True (the last
+    # norm of each bottleneck scaled by 0); without it and without
+    # statistics, torchvision's random ResNet-50 overflows to NaN losses.
+    from torchvision.models.resnet import Bottleneck
+    with torch.no_grad():
+        for module in model.backbone.body.modules():
+            if isinstance(module, Bottleneck):
+                module.bn3.weight.zero_()
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=LR[name], momentum=0.9,
