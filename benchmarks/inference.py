@@ -2,7 +2,7 @@
 detector, side by side in one process (random weights).
 
     python benchmarks/inference.py --model retinanet|ssd300|faster_rcnn
-        [--variants plain,fuse,fuse+cl] [--dtype fp32|bf16|fp16]
+        [--variants plain,cl,fuse,fuse+cl,ort] [--dtype fp32|bf16|fp16]
         [--threads N] [--repeats 10] [--warmup 2] [--no-peak] [--out F]
 
 detkit runs ``model.test_step`` (DetDataPreprocessor: BGR->RGB, normalise,
@@ -15,7 +15,12 @@ standard config's ``test_cfg``. Variants (comma-separated, each timed):
 * ``fuse``: :func:`detkit.models.layers.fuse_conv_bn` applied;
 * ``fuse+cl``: also channels-last memory format (``init_detector(...,
   fuse_conv_bn=True, channels_last=True)``);
-* ``cl``: channels-last only.
+* ``cl``: channels-last only (``init_detector``'s and ``tools/test.py``'s
+  default);
+* ``ort``: the ``plain`` model exported by tools/deployment/export_onnx.py
+  (at the benchmark's image size) in onnxruntime's CPU session with the
+  same number of intra-op threads as torch (``ORTDetector``; needs
+  ``pip install onnx onnxruntime``).
 
 Each detkit variant runs under ``torch.inference_mode``, except ``plain``.
 
@@ -33,6 +38,7 @@ import argparse
 import contextlib
 import logging
 import os.path as osp
+import tempfile
 
 import torch
 
@@ -87,10 +93,23 @@ def build_detkit(name, variant):
     unknown = parts - {'plain', 'fuse', 'cl'}
     if unknown:
         raise SystemExit(f'--variants: unknown part(s) {sorted(unknown)} in '
-                         f'{variant!r}; use plain, fuse, cl, fuse+cl')
+                         f'{variant!r}; use plain, fuse, cl, fuse+cl, ort')
     torch.manual_seed(0)
     return init_detector(cfg, fuse_conv_bn='fuse' in parts,
                          channels_last='cl' in parts)
+
+
+def build_ort(name, folder):
+    """An ``ORTDetector`` of the ``plain`` model's export (static size
+    ``SIZES[name]``), with torch's intra-op thread count."""
+    import importlib.util
+    path = osp.join(REPO_ROOT, 'tools', 'deployment', 'export_onnx.py')
+    spec = importlib.util.spec_from_file_location('detkit_export_onnx', path)
+    export_onnx = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export_onnx)
+    out = osp.join(folder, f'{name}.onnx')
+    export_onnx.export(build_detkit(name, 'plain'), out, SIZES[name])
+    return export_onnx.ORTDetector(out, threads=torch.get_num_threads())
 
 
 def detkit_batch(name):
@@ -153,7 +172,14 @@ def main(argv=None):
     img, meta, make_batch = detkit_batch(args.model)
 
     fns, flops = {}, {}
+    folder = tempfile.mkdtemp(prefix='detkit_bench_onnx_')
     for variant in args.variants.split(','):
+        if variant == 'ort':
+            if dtype is not None:
+                raise SystemExit('--variants ort: fp32 only')
+            session = build_ort(args.model, folder)
+            fns['onnxruntime'] = lambda s=session: s.test_step(make_batch())
+            continue
         model = build_detkit(args.model, variant)
         grad_mode = torch.no_grad if variant == 'plain' else \
             torch.inference_mode
