@@ -92,8 +92,6 @@ DIFFERENCES = dict(
         'L1 (beta 1/9)',
         'RPN assignment: mmdetection min_pos_iou=0.3 for low-quality '
         'matches, torchvision any maximum IoU',
-        'RoIAlign: mmdetection sampling_ratio=0, aligned=True; torchvision '
-        'sampling_ratio=2, aligned=False',
         'proposals: both 2000 per level before NMS (0.7) and 1000 per image '
         'after; torchvision also drops boxes under 1e-3 px',
     ))
@@ -203,7 +201,17 @@ def build_detkit(name, variant, device, amp=False):
     return model, optim_wrapper
 
 
-def build_torchvision(name, size, device):
+def roi_align_difference(sampling_ratio):
+    """The RoIAlign line of Faster R-CNN's differences."""
+    same = ('the same sampling_ratio=0 (adaptive: ceil(RoI size / 7) '
+            'samples per bin and axis)' if sampling_ratio == 0 else
+            f'torchvision sampling_ratio={sampling_ratio}, mmdetection 0 '
+            '(adaptive)')
+    return (f'RoIAlign: {same}; mmdetection aligned=True (half-pixel '
+            'offset), torchvision\'s MultiScaleRoIAlign aligned=False')
+
+
+def build_torchvision(name, size, device, roi_sampling_ratio=0):
     from torchvision.models.detection import FasterRCNN, RetinaNet
     from torchvision.models.detection.backbone_utils import \
         resnet_fpn_backbone
@@ -224,6 +232,11 @@ def build_torchvision(name, size, device):
         backbone = resnet_fpn_backbone(
             backbone_name='resnet50', weights=None,
             norm_layer=FrozenBatchNorm2d, trainable_layers=3)
+        # mmdetection's RoIAlign samples adaptively (sampling_ratio=0);
+        # torchvision's default pooler takes 2 x 2 samples per bin.
+        from torchvision.ops import MultiScaleRoIAlign
+        kwargs['box_roi_pool'] = MultiScaleRoIAlign(
+            ['0', '1', '2', '3'], 7, sampling_ratio=roi_sampling_ratio)
         model = FasterRCNN(backbone, **kwargs)
     # mmdetection's ResNet starts with zero_init_residual=True (the last
     # norm of each bottleneck scaled by 0); without it and without
@@ -328,6 +341,11 @@ def parse_args(argv=None):
                         help='collect the stage breakdown on CUDA too '
                         '(synchronises around every stage)')
     parser.add_argument('--no-reference', action='store_true')
+    parser.add_argument(
+        '--tv-roi-sampling-ratio', type=int, default=0,
+        help='sampling_ratio of torchvision\'s Faster R-CNN RoIAlign '
+        '(default 0 as in mmdetection\'s config; torchvision\'s own '
+        'default is 2)')
     parser.add_argument('--out')
     return parser.parse_args(argv)
 
@@ -369,8 +387,8 @@ def main(argv=None):
 
         fns[key], timers[key] = run, stage_timer
     if not args.no_reference:
-        tv_model, optimizer = build_torchvision(args.model, args.size,
-                                                args.device)
+        tv_model, optimizer = build_torchvision(
+            args.model, args.size, args.device, args.tv_roi_sampling_ratio)
         images, targets = torchvision_data(batch, args.model, args.device)
         tv_timer = StageTimer(sync)
         wrap_torchvision(tv_timer, tv_model, args.model)
@@ -401,7 +419,11 @@ def main(argv=None):
                 k: round(float(v), 4) for k, v in losses.items()}
 
         fns['torchvision'], timers['torchvision'] = run_tv, tv_timer
-        for line in DIFFERENCES[args.model]:
+        differences = DIFFERENCES[args.model]
+        if args.model == 'faster_rcnn':
+            differences += (roi_align_difference(
+                args.tv_roi_sampling_ratio),)
+        for line in differences:
             print('difference: ' + line)
         print(f'torchvision settings: {TV_SETTINGS[args.model]}')
 

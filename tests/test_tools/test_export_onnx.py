@@ -231,3 +231,14 @@ def test_two_stage_variants_it_cannot_reproduce_are_refused(bccd_dir):
     model.rpn_head = torch.nn.Identity()
     with pytest.raises(NotImplementedError, match='an RPNHead'):
         EXPORT['TwoStageONNX'](model)
+
+
+def test_clip_to_image_clips_each_pair_and_keeps_empty_inputs():
+    clip = EXPORT['clip_to_image']
+    boxes = torch.tensor([[-3., 2., 50., 9., 10., -1., 12., 40.]])
+    out = clip(boxes, torch.tensor(30.), torch.tensor(20.))
+    assert out.tolist() == [[0., 2., 20., 9., 10., 0., 12., 30.]]
+    # Random weights can leave no box above score_thr while tracing.
+    empty = clip(torch.zeros(0, 4), 30, 20)
+    assert empty.shape == (0, 4)
+    assert clip(torch.zeros(2, 0, 8), 30, 20).shape == (2, 0, 8)

@@ -85,7 +85,8 @@ def clip_to_image(boxes, h, w):
     symbolic); ``boxes (..., 4k)``."""
     limit = torch.stack([w, h]).to(boxes) if isinstance(
         w, torch.Tensor) else boxes.new_tensor([w, h])
-    shaped = boxes.reshape(*boxes.shape[:-1], -1, 2)
+    # The pair count is spelled out: with no boxes left, -1 is ambiguous.
+    shaped = boxes.reshape(*boxes.shape[:-1], boxes.shape[-1] // 2, 2)
     return torch.minimum(shaped.clamp(min=0), limit).reshape(boxes.shape)
 
 
